@@ -1,0 +1,48 @@
+"""Deterministic bucketing, compatible with GrowthBook's SDKs (hash version 2).
+
+A unit's bucket is `fnv1a32(str(fnv1a32(seed + unit))) % 10000 / 10000`, exactly as
+GrowthBook's `hash(seed, value, 2)`; arms own the ranges `[start, start + coverage * weight)`
+laid end to end by declared weight (GrowthBook `getBucketRanges`), so raising coverage only
+adds units and never moves one. Nothing here depends on the process: no `hash()`, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+
+
+def fnv1a32(text: str) -> int:
+    """32-bit FNV-1a over UTF-16 code units, as JavaScript's `charCodeAt` sees the string."""
+    h = _FNV_OFFSET
+    data = text.encode("utf-16-le")
+    for i in range(0, len(data), 2):
+        h ^= data[i] | (data[i + 1] << 8)
+        h = (h * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def bucket(seed: str, unit: str) -> float:
+    """GrowthBook hash v2: a number in [0, 1) with four decimals of resolution."""
+    return fnv1a32(str(fnv1a32(seed + unit))) % 10000 / 10000
+
+
+def bucket_ranges(weights: Sequence[float], coverage: float) -> list[tuple[float, float]]:
+    """Each arm's bucket range: arm i starts where the weights before it end."""
+    coverage = min(max(coverage, 0.0), 1.0)
+    ranges = []
+    start = 0.0
+    for w in weights:
+        ranges.append((start, start + coverage * w))
+        start += w
+    return ranges
+
+
+def choose_arm(b: float, ranges: Sequence[tuple[float, float]]) -> int | None:
+    """Index of the arm whose range holds bucket `b`, or None when `b` is outside coverage."""
+    for i, (start, end) in enumerate(ranges):
+        if start <= b < end:
+            return i
+    return None

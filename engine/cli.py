@@ -1,0 +1,262 @@
+"""The `crosspromo` command line. Data goes to stdout, notices and progress to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from engine.api import Engine, UnknownExperimentError, UnsafeChangeError
+from engine.config import load_config
+from engine.db import StoreError
+from engine.events import EventError, reject_json_constant
+from engine.loader import SpecError, load_specs
+
+app = typer.Typer(
+    name="crosspromo",
+    help="Marketing experimentation engine: bandits, A/B tests and winners for cross-promotions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_INVALID = 2
+EXIT_SRM = 3
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+class DecideFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL [default: CROSSPROMO_DATABASE_URL, then configs/engine.yaml]."),
+]
+PathsArg = Annotated[
+    list[Path] | None, typer.Argument(help="Experiment files or directories [default: experiments/].")
+]
+
+
+def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
+    err.print(f"error: {message}", markup=False)
+    if hint:
+        err.print(f"hint: {hint}", markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn the engine's errors into `error: ...` lines and exit codes, never a traceback."""
+    try:
+        yield
+    except SpecError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    except UnknownExperimentError as exc:
+        fail(str(exc), exc.hint)
+    except UnsafeChangeError as exc:
+        fail(str(exc), exc.hint)
+    except StoreError as exc:
+        fail(str(exc), exc.hint)
+    except (EventError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def open_engine(db: str | None, seed: int | None = None) -> Engine:
+    return Engine.open(db, seed=seed)
+
+
+def default_paths(paths: list[Path] | None) -> list[Path]:
+    return paths or [load_config().experiments_dir]
+
+
+def print_json(data: Any) -> None:
+    out.print(json.dumps(data, indent=2, allow_nan=False), markup=False)
+
+
+@app.command()
+def validate(paths: PathsArg = None) -> None:
+    """Check experiment files; exit 2 with one `file:line:col: field: message` line per problem."""
+    with errors():
+        specs = load_specs(default_paths(paths))
+    err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+
+
+@app.command()
+def apply(
+    paths: PathsArg = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Create or update experiments from YAML. Unsafe changes to running A/B tests exit 1."""
+    with errors(), open_engine(db) as engine:
+        plan = engine.apply(default_paths(paths), dry_run=True)
+        for item in plan.items:
+            version = f" (v{item.version})" if item.version else ""
+            out.print(f"{item.action:9} {item.key}{version}", markup=False)
+            for change in item.changes:
+                out.print(f"          {change}", markup=False)
+            if item.reason:
+                out.print(f"          refused: {item.reason}", markup=False)
+        if plan.refused:
+            fail(f"{len(plan.refused)} unsafe change(s); nothing applied", plan.refused[0].hint)
+        if dry_run:
+            err.print("dry run: nothing applied", markup=False)
+            return
+        engine.apply(default_paths(paths))
+        err.print(f"applied to {engine.store.url}", markup=False)
+
+
+def parse_context(pairs: list[str]) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--context expects key=value, got {pair!r}")
+        context[key] = value
+    return context
+
+
+@app.command()
+def decide(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.")],
+    context: Annotated[list[str] | None, typer.Option("--context", help="key=value; repeatable.")] = None,
+    fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
+    db: DbOption = None,
+) -> None:
+    """Ask which arm and channel to use for a unit (logs the exposure)."""
+    with errors(), open_engine(db) as engine:
+        d = engine.decide(experiment, unit, parse_context(context or []))
+    if fmt is DecideFormat.JSON:
+        print_json(d.to_dict())
+    else:
+        out.print(f"{d.arm or '-'}\t{d.channel or '-'}\t{d.reason.value}\tbucket={d.bucket}\t"
+                  f"propensity={d.propensity}\tdecision_id={d.decision_id}", markup=False)
+
+
+@app.command()
+def record(
+    event: Annotated[str, typer.Argument(help='One event as JSON, e.g. \'{"event_id": "e1", ...}\'.')],
+    db: DbOption = None,
+) -> None:
+    """Record one outcome event (idempotent on event_id)."""
+    with errors(), open_engine(db) as engine:
+        try:
+            raw = json.loads(event, parse_constant=reject_json_constant)
+        except ValueError as exc:
+            raise EventError(f"malformed JSON: {exc}") from None
+        new = engine.record(raw)
+    err.print("recorded" if new else "duplicate: already recorded, not counted again", markup=False)
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events.", exists=True, dir_okay=False)],
+    fmt: Annotated[DecideFormat, typer.Option("--format", help="Summary as text or json.")] = DecideFormat.TEXT,
+    db: DbOption = None,
+) -> None:
+    """Import events; bad rows are reported with their line and skipped, good rows kept."""
+    with errors(), open_engine(db) as engine:
+        total = sum(1 for _ in file.open(encoding="utf-8"))
+        with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
+                      disable=not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("ingest", total=total)
+            summary = engine.ingest_file(file, progress=lambda n: bar.advance(task, n))
+    for line, reason in summary.rejected:
+        err.print(f"{file}:{line}: {reason}", markup=False)
+    if fmt is DecideFormat.JSON:
+        print_json(summary.to_dict())
+    else:
+        out.print(f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
+                  f"{len(summary.rejected)} rejected", markup=False)
+
+
+def _reports(engine: Engine, experiments: list[str] | None) -> list[Any]:
+    from engine.report import build_report
+
+    keys = experiments or sorted(s.spec.key for s in engine.experiments())
+    return [build_report(engine, k) for k in keys]
+
+
+@app.command()
+def report(
+    experiments: Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].")] = None,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE,
+    db: DbOption = None,
+) -> None:
+    """Per-arm results, significance and the verdict of each experiment."""
+    from engine.report import render_markdown, render_table
+
+    with errors(), open_engine(db) as engine:
+        reports = _reports(engine, experiments)
+    if fmt is Format.JSON:
+        print_json([r.to_dict() for r in reports] if not experiments or len(experiments) != 1
+                   else reports[0].to_dict())
+    elif fmt is Format.MARKDOWN:
+        out.print(render_markdown(reports), markup=False)
+    else:
+        render_table(reports, out)
+
+
+@app.command()
+def winners(
+    experiments: Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].")] = None,
+    fail_on_srm: Annotated[bool, typer.Option("--fail-on-srm", help="Exit 3 if any experiment has an SRM.")] = False,
+    db: DbOption = None,
+) -> None:
+    """One verdict line per experiment."""
+    from engine.report import verdict_line
+
+    with errors(), open_engine(db) as engine:
+        reports = _reports(engine, experiments)
+    for r in reports:
+        out.print(verdict_line(r.to_dict()), markup=False)
+    if fail_on_srm and any((r.to_dict().get("srm") or {}).get("flagged") for r in reports):
+        raise typer.Exit(EXIT_SRM)
+
+
+@app.command()
+def demo(
+    out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create (replaced if it exists).")] = Path("crosspromo-demo.db"),
+    users: Annotated[int | None, typer.Option(help="Simulated users [default: configs/demo.yaml].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed [default: configs/demo.yaml].")] = None,
+    config: Annotated[Path, typer.Option(help="Demo settings and true rates.")] = Path("configs/demo.yaml"),
+) -> None:
+    """Apply experiments/ to a fresh SQLite file, simulate users through decide -> outcome, report."""
+    from engine.demo import run_demo
+    from engine.report import render_table, verdict_line
+
+    with errors():
+        result = run_demo(out_path, config, load_config().experiments_dir, users=users, seed=seed,
+                          notice=lambda m: err.print(m, markup=False))
+    render_table(result.reports, out)
+    out.print("Winners:", markup=False)
+    for r in result.reports:
+        out.print("  " + verdict_line(r.to_dict()), markup=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="crosspromo")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

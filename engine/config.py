@@ -1,0 +1,51 @@
+"""Engine settings: `configs/engine.yaml` (looked up from the working directory), then env vars."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_URL = "sqlite:///crosspromo.db"
+CONFIG_PATH = Path("configs/engine.yaml")
+URL_ENV = "CROSSPROMO_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    database_url: str = DEFAULT_URL
+    experiments_dir: Path = Path("experiments")
+    exposure_batch_size: int = 500
+    exposure_flush_seconds: float = 1.0
+    server_host: str = "127.0.0.1"
+    server_port: int = 8080
+    admin_key_env: str = "CROSSPROMO_ADMIN_KEY"
+    decide_key_env: str = "CROSSPROMO_DECIDE_KEY"
+
+
+def load_config(path: Path = CONFIG_PATH) -> EngineConfig:
+    """Settings from `path` if it exists (defaults otherwise); `CROSSPROMO_DATABASE_URL` wins."""
+    raw: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        raw = loaded
+    db = raw.get("database") or {}
+    exposures = raw.get("exposures") or {}
+    server = raw.get("server") or {}
+    keys = server.get("api_keys") or {}
+    defaults = EngineConfig()
+    return EngineConfig(
+        database_url=os.environ.get(URL_ENV) or db.get("url") or defaults.database_url,
+        experiments_dir=Path(raw.get("experiments_dir") or defaults.experiments_dir),
+        exposure_batch_size=int(exposures.get("batch_size", defaults.exposure_batch_size)),
+        exposure_flush_seconds=float(exposures.get("flush_seconds", defaults.exposure_flush_seconds)),
+        server_host=str(server.get("host", defaults.server_host)),
+        server_port=int(server.get("port", defaults.server_port)),
+        admin_key_env=str(keys.get("admin_env", defaults.admin_key_env)),
+        decide_key_env=str(keys.get("decide_env", defaults.decide_key_env)),
+    )

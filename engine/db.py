@@ -1,0 +1,99 @@
+"""Database connections: SQLite tuned for concurrent writers, PostgreSQL by URL alone.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+`BEGIN IMMEDIATE` so two writers queue at BEGIN instead of failing at COMMIT. Reads use a
+plain deferred `BEGIN`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or used; the message says why and what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def create_engine(url: str) -> SAEngine:
+    """A SQLAlchemy engine for `url`, with the tables created if missing."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StoreError(f"invalid database URL {url!r}: {exc}",
+                         "use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite":
+        sa = sa_create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        )
+        _tune_sqlite(sa)
+    else:
+        sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    try:
+        SQLModel.metadata.create_all(sa)
+    except Exception as exc:
+        raise StoreError(f"cannot open the store at {parsed.render_as_string(hide_password=True)}: {exc}",
+                         "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up") from None
+    return sa
+
+
+def _tune_sqlite(sa: SAEngine) -> None:
+    @event.listens_for(sa, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module so BEGIN is ours to choose.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(sa, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "" if conn.get_execution_options().get("read_only") else " IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN{mode}")
+
+
+@contextmanager
+def write(sa: SAEngine) -> Iterator[Connection]:
+    """One write transaction: committed on success, rolled back on any error."""
+    with sa.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read(sa: SAEngine) -> Iterator[Connection]:
+    with sa.connect() as conn, conn.execution_options(read_only=True).begin():
+        yield conn
+
+
+@lru_cache(maxsize=64)
+def _insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise StoreError(f"unsupported database {dialect!r}", "use SQLite or PostgreSQL")
+
+
+def insert_if_absent(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
+    """Insert `row` unless its primary key exists (no error, no lock wait); True if inserted."""
+    return conn.execute(_insert_ignoring_duplicates(conn.dialect.name, table), row).rowcount == 1

@@ -1,0 +1,37 @@
+"""What `decide` answers: the arm and channel to use, and why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    SPLIT = "SPLIT"  # fixed A/B split by hash bucket
+    BANDIT = "BANDIT"  # drawn from the bandit's current weights
+    TARGETED = "TARGETED"  # bandit weights tilted by the recommender for this unit
+    DEFAULT = "DEFAULT"  # not in the experiment: outside coverage, not eligible, or a draft
+    STOPPED = "STOPPED"  # paused, stopped or concluded: the winner or the default arm
+    STALE = "STALE"  # store unreachable: served from the cached snapshot
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Decision:
+    experiment: str
+    arm: str | None
+    channel: str | None
+    campaign: str | None
+    reason: Reason
+    in_experiment: bool
+    bucket: float | None
+    propensity: float | None
+    decision_id: str | None
+    experiment_version: int
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reason"] = self.reason.value
+        return out

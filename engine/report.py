@@ -1,0 +1,122 @@
+"""Reports: the analysis of one experiment as a dict (the JSON contract), a table or markdown."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from engine.api import Engine, stats_for
+from engine.spec import ExperimentSpec, Kind
+from policies.analysis import AnalysisConfig, analyze
+
+
+def analysis_config(spec: ExperimentSpec) -> AnalysisConfig:
+    a = spec.analysis
+    prior = getattr(spec.policy, "prior", None)
+    return AnalysisConfig(
+        metric_type=spec.metric.type.value, alpha=a.alpha, power=a.power, mde=a.mde,
+        mde_relative=a.mde_relative, correction=a.correction.value, sequential=a.sequential,
+        prob_best_threshold=a.prob_best_threshold, min_sample_per_arm=a.min_sample_per_arm,
+        prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0,
+    )
+
+
+@dataclass(frozen=True)
+class Report:
+    data: dict[str, Any]
+
+    @property
+    def verdict(self) -> dict[str, Any]:
+        return self.data["verdict"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, allow_nan=False)
+
+
+def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
+    """Analyse `key` from its stored aggregates (O(arms), whatever the number of events)."""
+    stored, aggregates = engine.aggregates(key)
+    spec = stored.spec
+    weights = engine.weights(key)
+    analysis = analyze(
+        spec.arm_keys, stats_for(spec, aggregates), kind=spec.kind.value, control=spec.control,
+        expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
+        config=analysis_config(spec), rng=np.random.default_rng(seed),
+    ).to_dict()
+    channels = {a.key: a.channel.value for a in spec.arms}
+    for row, agg, w in zip(analysis["arms"], aggregates, weights, strict=True):
+        row["channel"] = channels[row["arm"]]
+        row["exposures"] = agg.exposures
+        row["conversions"] = agg.conversions
+        row["weight"] = float(w)
+    data = {
+        "experiment": spec.key, "name": spec.name, "kind": spec.kind.value, "policy": spec.policy.name,
+        "status": spec.status.value, "version": stored.version, "phase": spec.traffic.phase,
+        "metric": {"name": spec.metric.name, "type": spec.metric.type.value},
+        "control": spec.control, **analysis,
+    }
+    return Report(data)
+
+
+def _fmt(value: Any, pct: bool = False, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if pct:
+        return f"{value * 100:.2f}%"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+_COLUMNS = (
+    ("arm", "arm", False), ("channel", "channel", False), ("exposures", "exposures", False),
+    ("conversions", "conv.", False), ("rate", "rate", True), ("ci_low", "ci low", True),
+    ("ci_high", "ci high", True), ("lift", "lift", True), ("p_value_adjusted", "p adj.", False),
+    ("prob_best", "P(best)", True), ("weight", "weight", True),
+)
+
+
+def verdict_line(data: dict[str, Any]) -> str:
+    v = data["verdict"]
+    winner = f" -> {v['winner']}" if v.get("winner") else ""
+    return f"{data['experiment']}: {v['status']}{winner} ({v['reason']})"
+
+
+def render_table(reports: list[Report], console: Console) -> None:
+    for r in reports:
+        d = r.data
+        revenue = d["metric"]["type"] == "revenue"
+        table = Table(title=f"{d['experiment']} — {d['kind']} / {d['policy']} / {d['status']}",
+                      title_justify="left")
+        for _, header, _ in _COLUMNS:
+            table.add_column(header, justify="left" if header in ("arm", "channel") else "right")
+        for arm in d["arms"]:
+            table.add_row(*(_fmt(arm.get(k), pct and not (revenue and k in ("rate", "ci_low", "ci_high")))
+                            for k, _, pct in _COLUMNS))
+        console.print(table)
+        console.print(verdict_line(d))
+        console.print()
+
+
+def render_markdown(reports: list[Report]) -> str:
+    lines: list[str] = []
+    for r in reports:
+        d = r.data
+        revenue = d["metric"]["type"] == "revenue"
+        lines += [f"### {d['experiment']} ({d['kind']}, {d['policy']}, {d['status']})", ""]
+        lines.append("| " + " | ".join(h for _, h, _ in _COLUMNS) + " |")
+        lines.append("|" + "|".join("---" if h in ("arm", "channel") else "---:" for _, h, _ in _COLUMNS) + "|")
+        for arm in d["arms"]:
+            cells = (_fmt(arm.get(k), pct and not (revenue and k in ("rate", "ci_low", "ci_high")))
+                     for k, _, pct in _COLUMNS)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines += ["", f"**Verdict:** {verdict_line(d)}", ""]
+    return "\n".join(lines)

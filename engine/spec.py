@@ -1,0 +1,229 @@
+"""The experiment declaration: a frozen, validated model of one `experiments/*.yaml` file.
+
+Field-level rules live on the models (pydantic reports all of them at once); rules that
+relate fields to each other live in `cross_field_problems`, which names the exact field so
+the loader can point at its line and column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Loc = tuple[str | int, ...]
+
+
+class Status(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    CONCLUDED = "concluded"
+
+
+class Kind(StrEnum):
+    BANDIT = "bandit"
+    AB_TEST = "ab_test"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    PUSH = "push"
+    SMS = "sms"
+    IN_APP = "in_app"
+    SOCIAL = "social"
+
+
+class MetricType(StrEnum):
+    BINARY = "binary"
+    REVENUE = "revenue"
+
+
+class Correction(StrEnum):
+    HOLM = "holm"
+    BH = "bh"
+    BONFERRONI = "bonferroni"
+    NONE = "none"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Prior(Model):
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    beta: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+
+
+class UpdateCadence(Model):
+    """How often a bandit's weights are recomputed from the stored aggregates."""
+
+    every_outcomes: Annotated[int, Field(ge=1)] = 1000
+    every_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+
+
+class FixedPolicy(Model):
+    name: Literal["fixed"] = "fixed"
+
+
+class ThompsonPolicy(Model):
+    name: Literal["thompson"]
+    prior: Prior = Prior()
+    min_weight: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.0
+    top_two: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] | None = None
+    discount: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    window: Annotated[int, Field(ge=1)] | None = None
+    update: UpdateCadence = UpdateCadence()
+
+
+class EpsilonGreedyPolicy(Model):
+    name: Literal["epsilon_greedy"]
+    epsilon: Probability = 0.1
+    decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    update: UpdateCadence = UpdateCadence()
+
+
+PolicySpec = Annotated[
+    FixedPolicy | ThompsonPolicy | EpsilonGreedyPolicy, Field(discriminator="name")
+]
+
+
+class Metric(Model):
+    name: Slug
+    type: MetricType = MetricType.BINARY
+
+
+class Traffic(Model):
+    coverage: Probability = 1.0
+    seed: str | None = None
+    phase: Annotated[int, Field(ge=1)] = 1
+
+
+class Eligibility(Model):
+    channels_from: str | None = None
+
+
+class Analysis(Model):
+    control: str | None = None
+    alpha: Annotated[float, Field(gt=0.0, lt=0.5, allow_inf_nan=False)] = 0.05
+    power: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] = 0.8
+    mde: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 0.10
+    mde_relative: bool = True
+    correction: Correction = Correction.HOLM
+    sequential: bool = False
+    prob_best_threshold: Annotated[float, Field(gt=0.5, lt=1.0, allow_inf_nan=False)] = 0.95
+    min_sample_per_arm: Annotated[int, Field(ge=1)] = 100
+
+
+class Arm(Model):
+    key: Slug
+    campaign: str
+    partner: str
+    channel: Channel
+    tags: tuple[str, ...] = ()
+    weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentSpec(Model):
+    schema_: Literal[1] = Field(1, alias="schema")
+    key: Slug
+    name: str
+    owner: Annotated[str, Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")]
+    hypothesis: str | None = None
+    status: Status = Status.DRAFT
+    kind: Kind
+    policy: PolicySpec = FixedPolicy()
+    metric: Metric
+    traffic: Traffic = Traffic()
+    eligibility: Eligibility = Eligibility()
+    arms: Annotated[tuple[Arm, ...], Field(min_length=2)]
+    default_arm: str | None = None
+    winner: str | None = None
+    analysis: Analysis = Analysis()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @property
+    def seed(self) -> str:
+        return self.traffic.seed if self.traffic.seed is not None else self.key
+
+    @property
+    def arm_keys(self) -> tuple[str, ...]:
+        return tuple(a.key for a in self.arms)
+
+    @property
+    def control(self) -> str:
+        return self.analysis.control or self.arms[0].key
+
+    @property
+    def fallback_arm(self) -> str:
+        """The arm served to units outside the experiment: the default arm, else the control."""
+        return self.default_arm or self.control
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Declared split (A/B tests); equal weights when none are declared."""
+        declared = [a.weight for a in self.arms]
+        if all(w is not None for w in declared):
+            return tuple(float(w) for w in declared)  # type: ignore[arg-type]
+        return tuple(1.0 / len(self.arms) for _ in self.arms)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
+    """Rules that relate fields to one another, each with the location of the offending field."""
+    seen: dict[str, int] = {}
+    for i, arm in enumerate(spec.arms):
+        if arm.key in seen:
+            yield ("arms", i, "key"), f"duplicate arm key {arm.key!r} (also arms[{seen[arm.key]}])"
+        seen.setdefault(arm.key, i)
+    keys = set(spec.arm_keys)
+    for field, value in (
+        (("default_arm",), spec.default_arm),
+        (("winner",), spec.winner),
+        (("analysis", "control"), spec.analysis.control),
+    ):
+        if value is not None and value not in keys:
+            yield field, f"{value!r} is not an arm; arms: {', '.join(spec.arm_keys)}"
+
+    if spec.kind is Kind.AB_TEST and spec.policy.name != "fixed":
+        yield ("policy", "name"), "an ab_test uses the fixed policy; use kind: bandit for a bandit"
+    if spec.kind is Kind.BANDIT and spec.policy.name == "fixed":
+        yield ("policy", "name"), "a bandit needs an adaptive policy: thompson or epsilon_greedy"
+
+    declared = [a.weight for a in spec.arms]
+    if spec.kind is Kind.BANDIT:
+        for i, w in enumerate(declared):
+            if w is not None:
+                yield ("arms", i, "weight"), "weights apply to ab_test arms; a bandit sets its own"
+    elif any(w is not None for w in declared):
+        for i, w in enumerate(declared):
+            if w is None:
+                yield ("arms", i, "weight"), "missing: declare a weight for every arm or for none"
+        given = [w for w in declared if w is not None]
+        if len(given) == len(declared) and not math.isclose(sum(given), 1.0, abs_tol=1e-6):
+            yield ("arms",), f"weights must add up to 1, they add up to {sum(given):.6g}"
+
+    if isinstance(spec.policy, ThompsonPolicy):
+        if spec.policy.min_weight * len(spec.arms) > 1:
+            yield ("policy", "min_weight"), (
+                f"min_weight x {len(spec.arms)} arms exceeds 1; lower it below {1 / len(spec.arms):.4g}"
+            )
+        if spec.policy.discount is not None and spec.policy.window is not None:
+            yield ("policy", "window"), "choose discount or window, not both"

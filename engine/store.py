@@ -1,0 +1,343 @@
+"""The store: versioned experiments, logged exposures, idempotent events and per-arm aggregates.
+
+Aggregates change only in the transaction that writes the rows they summarise, so a crash
+at any point leaves them equal to what a recount of the raw rows would give.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
+from sqlalchemy.engine import Engine as SAEngine
+
+from engine.db import create_engine, insert_if_absent, read, write
+from engine.events import Event, EventError, utcnow
+from engine.spec import ExperimentSpec, Kind, MetricType, Status
+from engine.tables import ArmStatsRow, DecisionRow, EventRow, ExperimentRow, ExperimentVersionRow
+from policies.stats import BinaryStats, MeanStats
+
+EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
+VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
+ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
+DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
+EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+
+Action = Literal["create", "update", "unchanged", "refused"]
+
+# Statements are built once: building SQLAlchemy expressions per event costs more than running them.
+_S = ARM_STATS.c
+_BUMP = (
+    update(ARM_STATS)
+    .where(_S.experiment == bindparam("b_key"), _S.phase == bindparam("b_phase"), _S.arm == bindparam("b_arm"))
+    .values(exposures=_S.exposures + bindparam("d_exposures"),
+            conversions=_S.conversions + bindparam("d_conversions"),
+            total=_S.total + bindparam("d_total"), total_sq=_S.total_sq + bindparam("d_total_sq"))
+)
+_DECISION_BY_ID = select(DECISIONS).where(DECISIONS.c.decision_id == bindparam("decision_id")).with_for_update()
+_LATEST_DECISION = (
+    select(DECISIONS)
+    .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"))
+    .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
+)
+_LATEST_DECISION_OF_ARM = (
+    select(DECISIONS)
+    .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"),
+           DECISIONS.c.arm == bindparam("arm"))
+    .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
+)
+_MARK_CONVERTED = (
+    update(DECISIONS).where(DECISIONS.c.decision_id == bindparam("b_decision_id"))
+    .values(converted=True, value=bindparam("new_value"))
+)
+_DECISION_EXISTS = select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id == bindparam("decision_id"))
+_EVENT_EXISTS = select(EVENTS.c.event_id).where(EVENTS.c.event_id == bindparam("event_id"))
+
+
+@dataclass(frozen=True)
+class StoredExperiment:
+    spec: ExperimentSpec
+    version: int
+
+    @property
+    def phase(self) -> int:
+        return self.spec.traffic.phase
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    key: str
+    action: Action
+    version: int | None
+    changes: tuple[str, ...] = ()
+    reason: str = ""
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    decision_id: str
+    experiment: str
+    version: int
+    phase: int
+    unit: str
+    arm: str
+    channel: str
+    bucket: float | None
+    propensity: float | None
+    reason: str
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class ArmAggregate:
+    arm: str
+    exposures: int
+    conversions: int
+    total: float
+    total_sq: float
+
+    @property
+    def binary(self) -> BinaryStats:
+        return BinaryStats(self.exposures, self.conversions)
+
+    @property
+    def mean(self) -> MeanStats:
+        return MeanStats(self.exposures, self.total, self.total_sq)
+
+
+@dataclass
+class EventOutcome:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
+    before, after = old.to_json_dict(), new.to_json_dict()
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in after if before.get(k) != after.get(k)]
+
+
+def _unsafe_change(old: ExperimentSpec, new: ExperimentSpec) -> str:
+    """Why applying `new` over a running A/B test would move units between arms ('' if it would not)."""
+    if old.kind is not Kind.AB_TEST or old.status is not Status.RUNNING:
+        return ""
+    if new.traffic.phase > old.traffic.phase:
+        return ""
+    if new.traffic.phase < old.traffic.phase:
+        return f"traffic.phase cannot go back from {old.traffic.phase} to {new.traffic.phase}"
+    if new.kind is not old.kind:
+        return "changing kind reassigns every unit"
+    if new.arm_keys != old.arm_keys:
+        return "changing the arms of a running A/B test reshuffles its units"
+    if new.weights != old.weights:
+        return "changing the weights of a running A/B test reshuffles its units"
+    if new.seed != old.seed:
+        return "changing traffic.seed reshuffles every unit"
+    if new.traffic.coverage < old.traffic.coverage:
+        return "lowering coverage removes units that were already exposed"
+    if new.metric != old.metric:
+        return "changing the metric mixes two measurements in one analysis"
+    return ""
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sa: SAEngine = create_engine(url)
+
+    def close(self) -> None:
+        self.sa.dispose()
+
+    # -- experiments ------------------------------------------------------------------
+
+    def experiments(self) -> dict[str, StoredExperiment]:
+        with read(self.sa) as conn:
+            rows = conn.execute(select(EXPERIMENTS.c.spec_json, EXPERIMENTS.c.version)).all()
+        out = {}
+        for spec_json, version in rows:
+            spec = ExperimentSpec.model_validate_json(spec_json)
+            out[spec.key] = StoredExperiment(spec, version)
+        return out
+
+    def apply(self, spec: ExperimentSpec, dry_run: bool = False) -> PlanItem:
+        with write(self.sa) as conn:
+            row = conn.execute(
+                select(EXPERIMENTS.c.spec_json, EXPERIMENTS.c.version).where(EXPERIMENTS.c.key == spec.key)
+            ).first()
+            if row is None:
+                item = PlanItem(spec.key, "create", 1, ("new experiment",))
+            else:
+                old = ExperimentSpec.model_validate_json(row.spec_json)
+                if old == spec:
+                    return PlanItem(spec.key, "unchanged", row.version)
+                unsafe = _unsafe_change(old, spec)
+                changes = tuple(_changes(old, spec))
+                if unsafe:
+                    return PlanItem(
+                        spec.key, "refused", row.version, changes, unsafe,
+                        f"declare traffic.phase: {old.traffic.phase + 1} to start a new phase "
+                        "(its analysis starts from zero), or stop the experiment first",
+                    )
+                item = PlanItem(spec.key, "update", row.version + 1, changes)
+            if not dry_run:
+                self._write_experiment(conn, spec, item.version or 1, is_new=row is None)
+            return item
+
+    def _write_experiment(self, conn: Connection, spec: ExperimentSpec, version: int, is_new: bool) -> None:
+        now = utcnow()
+        spec_json = spec.model_dump_json(by_alias=True)
+        values = dict(version=version, phase=spec.traffic.phase, status=spec.status.value,
+                      kind=spec.kind.value, spec_json=spec_json, updated_at=now)
+        if is_new:
+            conn.execute(EXPERIMENTS.insert().values(key=spec.key, **values))
+        else:
+            conn.execute(EXPERIMENTS.update().where(EXPERIMENTS.c.key == spec.key).values(**values))
+        conn.execute(VERSIONS.insert().values(key=spec.key, version=version, spec_json=spec_json, applied_at=now))
+        for arm in spec.arm_keys:
+            insert_if_absent(conn, ARM_STATS, dict(experiment=spec.key, phase=spec.traffic.phase, arm=arm,
+                                                   exposures=0, conversions=0, total=0.0, total_sq=0.0))
+
+    # -- aggregates --------------------------------------------------------------------
+
+    def arm_aggregates(self, key: str, phase: int, arms: Sequence[str]) -> list[ArmAggregate]:
+        """Aggregates in the order of `arms` (zeros for an arm with no row yet)."""
+        with read(self.sa) as conn:
+            rows = conn.execute(
+                select(ARM_STATS).where(ARM_STATS.c.experiment == key, ARM_STATS.c.phase == phase)
+            ).mappings().all()
+        by_arm = {r["arm"]: r for r in rows}
+        return [
+            ArmAggregate(a, by_arm[a]["exposures"], by_arm[a]["conversions"], by_arm[a]["total"], by_arm[a]["total_sq"])
+            if a in by_arm else ArmAggregate(a, 0, 0, 0.0, 0.0)
+            for a in arms
+        ]
+
+    # -- exposures ---------------------------------------------------------------------
+
+    def log_exposures(self, exposures: Sequence[Exposure]) -> int:
+        """Write buffered exposures and their counts in one transaction; returns how many were new."""
+        if not exposures:
+            return 0
+        counts: Counter[tuple[str, int, str]] = Counter()
+        with write(self.sa) as conn:
+            for e in exposures:
+                if insert_if_absent(conn, DECISIONS, _decision_values(e)):
+                    counts[(e.experiment, e.phase, e.arm)] += 1
+            for (key, phase, arm), n in counts.items():
+                _bump(conn, key, phase, arm, exposures=n)
+        return sum(counts.values())
+
+    # -- events ------------------------------------------------------------------------
+
+    def apply_events(self, events: Sequence[tuple[int, Event]], experiments: dict[str, StoredExperiment]) -> EventOutcome:
+        """Apply validated events in one transaction. Each is accepted, a duplicate (its
+        `event_id` was seen before: nothing changes) or rejected with its index and reason."""
+        outcome = EventOutcome()
+        with write(self.sa) as conn:
+            for index, ev in events:
+                try:
+                    applied = self._apply_event(conn, ev, experiments)
+                except EventError as exc:
+                    outcome.rejected.append((index, str(exc)))
+                    continue
+                if applied:
+                    outcome.accepted += 1
+                else:
+                    outcome.duplicates += 1
+        return outcome
+
+    def _apply_event(self, conn: Connection, ev: Event, experiments: dict[str, StoredExperiment]) -> bool:
+        exp = experiments.get(ev.experiment)
+        if exp is None:
+            raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
+        if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
+            raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
+        now = utcnow()
+        ts = ev.ts or now
+        if ev.type == "exposure":
+            if ev.arm is None:
+                raise EventError("arm: required for an exposure")
+            decision_id = ev.decision_id or f"ev:{ev.event_id}"
+            if conn.execute(_DECISION_EXISTS, {"decision_id": decision_id}).first():
+                if self._event_seen(conn, ev.event_id):
+                    return False
+                raise EventError(f"decision_id: {decision_id!r} was already logged")
+            if not self._insert_event(conn, ev, ts, now):
+                return False
+            arm = next(a for a in exp.spec.arms if a.key == ev.arm)
+            exposure = Exposure(decision_id, exp.spec.key, exp.version, exp.phase,
+                                ev.unit or "", arm.key, arm.channel.value, None, None, "IMPORTED", ts)
+            conn.execute(DECISIONS.insert().values(**_decision_values(exposure)))
+            _bump(conn, exp.spec.key, exp.phase, arm.key, exposures=1)
+            return True
+
+        decision = self._decision_for(conn, ev, exp)
+        if exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
+            raise EventError("value: required for a revenue metric")
+        if not self._insert_event(conn, ev, ts, now):
+            return False
+        if decision["phase"] != exp.phase:
+            return True  # kept for audit; a closed phase's analysis does not move
+        before = decision["value"]
+        after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
+        conn.execute(_MARK_CONVERTED, {"b_decision_id": decision["decision_id"], "new_value": after})
+        _bump(conn, exp.spec.key, decision["phase"], decision["arm"],
+              conversions=0 if decision["converted"] else 1,
+              total=after - before, total_sq=after * after - before * before)
+        return True
+
+    @staticmethod
+    def _insert_event(conn: Connection, ev: Event, ts: datetime, now: datetime) -> bool:
+        return insert_if_absent(conn, EVENTS, dict(
+            event_id=ev.event_id, type=ev.type, experiment=ev.experiment, unit=ev.unit,
+            decision_id=ev.decision_id, arm=ev.arm, value=ev.value, ts=ts, received_at=now))
+
+    @staticmethod
+    def _event_seen(conn: Connection, event_id: str) -> bool:
+        return conn.execute(_EVENT_EXISTS, {"event_id": event_id}).first() is not None
+
+    @staticmethod
+    def _decision_for(conn: Connection, ev: Event, exp: StoredExperiment) -> RowMapping:
+        """The exposure a conversion belongs to: the named decision, else the unit's latest."""
+        if ev.decision_id is not None:
+            found = conn.execute(_DECISION_BY_ID, {"decision_id": ev.decision_id})
+        elif ev.arm is not None:
+            found = conn.execute(_LATEST_DECISION_OF_ARM, {"experiment": ev.experiment, "unit": ev.unit, "arm": ev.arm})
+        else:
+            found = conn.execute(_LATEST_DECISION, {"experiment": ev.experiment, "unit": ev.unit})
+        row = found.mappings().first()
+        if row is None:
+            if ev.decision_id is not None:
+                raise EventError(f"decision_id: no decision {ev.decision_id!r} was logged")
+            raise EventError(f"unit: no exposure of unit {ev.unit!r} was logged in {ev.experiment!r}")
+        if row["experiment"] != ev.experiment:
+            raise EventError(f"decision_id: decision {ev.decision_id!r} belongs to {row['experiment']!r}")
+        if ev.arm is not None and row["arm"] != ev.arm:
+            raise EventError(f"arm: decision {row['decision_id']!r} served {row['arm']!r}, not {ev.arm!r}")
+        return row
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for summaries and tests)."""
+        with read(self.sa) as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (EXPERIMENTS, DECISIONS, EVENTS)
+            }
+
+
+def _decision_values(e: Exposure) -> dict[str, object]:
+    return dict(decision_id=e.decision_id, experiment=e.experiment, version=e.version, phase=e.phase,
+                unit=e.unit, arm=e.arm, channel=e.channel, bucket=e.bucket, propensity=e.propensity,
+                reason=e.reason, ts=e.ts, converted=False, value=0.0)
+
+
+def _bump(conn: Connection, key: str, phase: int, arm: str, exposures: int = 0, conversions: int = 0,
+          total: float = 0.0, total_sq: float = 0.0) -> None:
+    """Atomic increments: concurrent writers on PostgreSQL never lose an update."""
+    conn.execute(_BUMP, {"b_key": key, "b_phase": phase, "b_arm": arm, "d_exposures": exposures,
+                         "d_conversions": conversions, "d_total": total, "d_total_sq": total_sq})

@@ -1,0 +1,86 @@
+"""SQLModel tables. Portable SQL only: the same models run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+class ExperimentRow(SQLModel, table=True):
+    __tablename__ = "experiments"
+
+    key: str = Field(primary_key=True, max_length=128)
+    version: int
+    phase: int
+    status: str = Field(max_length=16)
+    kind: str = Field(max_length=16)
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime
+
+
+class ExperimentVersionRow(SQLModel, table=True):
+    """Every applied version of a declaration, for audit and for reading old decisions."""
+
+    __tablename__ = "experiment_versions"
+
+    key: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
+    applied_at: datetime
+
+
+class ArmStatsRow(SQLModel, table=True):
+    """Per-arm sufficient statistics of one phase, kept in step with decisions and events.
+
+    `conversions` counts exposures with at least one conversion; `total` and `total_sq` sum the
+    per-exposure value (1 per converted exposure for binary metrics, the revenue otherwise).
+    """
+
+    __tablename__ = "arm_stats"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, max_length=128)
+    exposures: int = 0
+    conversions: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+
+class DecisionRow(SQLModel, table=True):
+    """A logged exposure: one decision that put a unit in an experiment arm."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_unit", "experiment", "unit", "ts"),)
+
+    decision_id: str = Field(primary_key=True, max_length=64)
+    experiment: str = Field(max_length=128)
+    version: int
+    phase: int
+    unit: str = Field(max_length=256)
+    arm: str = Field(max_length=128)
+    channel: str = Field(max_length=16)
+    bucket: float | None = None
+    propensity: float | None = None
+    reason: str = Field(max_length=16)
+    ts: datetime
+    converted: bool = False
+    value: float = 0.0
+
+
+class EventRow(SQLModel, table=True):
+    """An outcome or imported exposure as received; `event_id` makes intake idempotent."""
+
+    __tablename__ = "events"
+
+    event_id: str = Field(primary_key=True, max_length=256)
+    type: str = Field(max_length=16)
+    experiment: str = Field(max_length=128, index=True)
+    unit: str | None = Field(default=None, max_length=256)
+    decision_id: str | None = Field(default=None, max_length=64)
+    arm: str | None = Field(default=None, max_length=128)
+    value: float | None = None
+    ts: datetime
+    received_at: datetime

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from engine.api import Engine
+
+
+def _exposed(engine: Engine, n: int, prefix: str = "u") -> list[str]:
+    decisions = engine.decide_many("landing", [f"{prefix}{i}" for i in range(n)])
+    engine.flush()
+    return [d.decision_id for d in decisions if d.decision_id]
+
+
+def _totals(engine: Engine, key: str = "landing") -> tuple[int, int]:
+    _, aggs = engine.aggregates(key)
+    return sum(a.exposures for a in aggs), sum(a.conversions for a in aggs)
+
+
+def test_concurrent_record_calls_give_exact_totals(engine: Engine) -> None:
+    threads, per_thread = 8, 5000
+    ids = _exposed(engine, threads * per_thread)
+    assert len(ids) == threads * per_thread
+    errors: list[BaseException] = []
+    results = [[0, 0] for _ in range(threads)]
+
+    def work(t: int) -> None:
+        try:
+            mine = ids[t * per_thread:(t + 1) * per_thread]
+            for i, decision_id in enumerate(mine):
+                # Every tenth call re-sends an earlier event of this thread: it must count once.
+                target = mine[i - 1] if i % 10 == 9 else decision_id
+                new = engine.record({"event_id": f"c-{target}", "experiment": "landing", "decision_id": target})
+                results[t][0 if new else 1] += 1
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    accepted = sum(r[0] for r in results)
+    duplicates = sum(r[1] for r in results)
+    assert accepted + duplicates == threads * per_thread
+    assert duplicates == threads * (per_thread // 10)
+    exposures, conversions = _totals(engine)
+    assert exposures == threads * per_thread
+    assert conversions == accepted
+    assert engine.store.counts()["events"] == accepted
+
+
+def _conversions_file(path: Path, ids: list[str]) -> None:
+    with path.open("w") as fh:
+        for decision_id in ids:
+            fh.write(json.dumps({"event_id": f"c-{decision_id}", "type": "conversion",
+                                 "experiment": "landing", "decision_id": decision_id}) + "\n")
+
+
+def test_the_same_file_twice_gives_the_same_totals(engine: Engine, tmp_path: Path) -> None:
+    ids = _exposed(engine, 1200)
+    path = tmp_path / "events.jsonl"
+    _conversions_file(path, ids[:700])
+    first = engine.ingest_file(path)
+    assert (first.accepted, first.duplicates, first.rejected) == (700, 0, [])
+    second = engine.ingest_file(path)
+    assert (second.accepted, second.duplicates, second.rejected) == (0, 700, [])
+    assert _totals(engine) == (1200, 700)
+
+
+def test_ingest_killed_mid_file_then_rerun_loses_and_doubles_nothing(engine: Engine, tmp_path: Path, db_url: str) -> None:
+    ids = _exposed(engine, 30_000)
+    path = tmp_path / "events.jsonl"
+    _conversions_file(path, ids)
+    engine.close()
+    cmd = [sys.executable, "-m", "engine.cli", "ingest", str(path), "--db", db_url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    watcher = create_engine(db_url)
+    committed = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with watcher.connect() as conn:
+                committed = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+            if committed >= 2000:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.wait()
+        watcher.dispose()
+    assert proc.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+    assert 0 < committed < len(ids)
+
+    rerun = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, check=True)
+    summary = json.loads(rerun.stdout)
+    assert summary["rejected"] == []
+    assert summary["accepted"] + summary["duplicates"] == len(ids)
+    assert summary["duplicates"] >= committed
+    with Engine.open(db_url) as again:
+        assert _totals(again) == (30_000, 30_000)
+        assert again.store.counts()["events"] == 30_000
