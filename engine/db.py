@@ -87,13 +87,15 @@ def read(sa: SAEngine) -> Iterator[Connection]:
 
 @lru_cache(maxsize=64)
 def _insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
+    # RETURNING tells inserted from skipped rows on both backends (rowcount is not reliable on psycopg).
+    key = list(table.primary_key.columns)[0]
     if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing().returning(key)
     if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing().returning(key)
     raise StoreError(f"unsupported database {dialect!r}", "use SQLite or PostgreSQL")
 
 
 def insert_if_absent(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
     """Insert `row` unless its primary key exists (no error, no lock wait); True if inserted."""
-    return conn.execute(_insert_ignoring_duplicates(conn.dialect.name, table), row).rowcount == 1
+    return conn.execute(_insert_ignoring_duplicates(conn.dialect.name, table), row).first() is not None

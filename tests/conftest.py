@@ -1,69 +1,41 @@
 from __future__ import annotations
 
-import textwrap
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlmodel import SQLModel
 
+import engine.tables  # noqa: F401  (registers the tables to drop)
 from engine.api import Engine
+from tests.samples import AB_YAML, REVENUE_YAML, write_yaml
 
-REPO = Path(__file__).resolve().parent.parent
-
-AB_YAML = """\
-schema: 1
-key: landing
-name: Landing page test
-owner: growth@example.com
-status: running
-kind: ab_test
-metric: {name: purchase, type: binary}
-traffic: {coverage: 1.0}
-arms:
-  - {key: control, campaign: grid, partner: art-collection, channel: in_app, weight: 0.5}
-  - {key: curated, campaign: curated, partner: art-collection, channel: in_app, weight: 0.5}
-analysis: {control: control}
-"""
-
-REVENUE_YAML = """\
-schema: 1
-key: bundle
-name: Bundle revenue test
-owner: growth@example.com
-status: running
-kind: ab_test
-metric: {name: revenue, type: revenue}
-arms:
-  - {key: single, campaign: single, partner: education, channel: email}
-  - {key: bundle, campaign: bundle, partner: education, channel: email}
-"""
-
-BANDIT_YAML = """\
-schema: 1
-key: channels
-name: Channel bandit
-owner: growth@example.com
-status: running
-kind: bandit
-policy: {name: thompson, update: {every_outcomes: 50, every_seconds: 60}}
-metric: {name: purchase, type: binary}
-eligibility: {channels_from: opted_in}
-arms:
-  - {key: by-email, campaign: c, partner: music, channel: email}
-  - {key: by-push, campaign: c, partner: music, channel: push}
-  - {key: by-sms, campaign: c, partner: music, channel: sms}
-"""
+POSTGRES_URL = os.environ.get("CROSSPROMO_TEST_POSTGRES_URL")
 
 
-def write_yaml(directory: Path, name: str, text: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
+def _fresh_postgres(url: str) -> str:
+    sa = create_engine(url)
+    try:
+        SQLModel.metadata.drop_all(sa)
+    finally:
+        sa.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store per test: a new SQLite file, or an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("no PostgreSQL server: set CROSSPROMO_TEST_POSTGRES_URL (.ci/postgres.sh starts one)")
+    return _fresh_postgres(POSTGRES_URL)
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 

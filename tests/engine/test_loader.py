@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from engine.loader import SpecError, load_specs, parse_spec
-from tests.conftest import AB_YAML, BANDIT_YAML, REPO
+from tests.samples import AB_YAML, BANDIT_YAML, REPO
 
 # (name, change to the valid A/B file, expected "line:col: field: message" fragments)
 BROKEN = [
