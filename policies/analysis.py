@@ -1,0 +1,518 @@
+"""One analysis of an experiment for the report: tests, intervals, posteriors and a verdict.
+
+`analyze` takes per-arm sufficient statistics and returns an `Analysis` whose `to_dict()` is
+the statistical part of the report JSON. Fields that do not apply are None, never invented.
+
+A/B tests compare every variant with the control: the z-test (Fisher's exact test for small
+expected counts) or Welch's t-test at a fixed horizon, or the mSPRT's always-valid p-values
+in sequential mode (`policies.sequential`); p-values adjusted across the variants with the
+configured correction; Wilson / t intervals for rates; delta-method intervals for the relative
+lift (always-valid in sequential mode); a chi-square / Welch-ANOVA omnibus test; the planned
+sample (`policies.planning`) and a sample-ratio-mismatch check. The Bayesian columns
+(`prob_beat_control`, `prob_best`, `expected_loss`) sit beside them. Bandits are read the
+Bayesian way only: posterior mean as the rate, credible interval, posterior lift, no p-values.
+
+Verdict rules (the first that applies decides):
+
+A/B test (kind="ab_test")
+1. insufficient_data: some arm has fewer than 30 exposures, or the control has no
+   conversions (binary) or a zero total (revenue), so no test or lift can be stated yet.
+2. srm_invalid: expected weights were given and the sample-ratio-mismatch test has
+   p < srm_threshold (0.001): the split is broken and no comparison can be trusted.
+3. winner: some variant's adjusted p-value is below alpha and the result is final, i.e. the
+   planned sample per arm is reached (fixed horizon), or sequential mode is on (always-valid
+   p-values may be acted on at any look). The winner is the variant with the highest rate
+   among those significantly better than the control, or the control itself when every
+   variant is significantly worse.
+4. no_difference: the planned sample is reached and no variant is significantly better than
+   the control (some may be significantly worse).
+5. keep_running: otherwise; the reason states the share of the planned sample reached
+   (the arm with the fewest exposures counts). If no sample can be planned (e.g. the baseline
+   moved by the MDE leaves (0, 1)), fixed-horizon tests keep running until a baseline is
+   configured.
+
+Bandit (kind="bandit")
+1. insufficient_data: a revenue arm has fewer than 2 exposures (no posterior yet).
+2. srm_invalid: as above, only when expected weights are given.
+3. winner: the highest prob_best is >= prob_best_threshold (0.95) and every arm has at least
+   min_sample_per_arm (100) exposures.
+4. keep_running: otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from policies.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
+from policies.corrections import Correction, adjust_p_values, check_correction
+from policies.effects import Interval, absolute_difference, normal_interval, relative_lift
+from policies.frequentist import (
+    TestResult,
+    difference_interval,
+    omnibus_test,
+    rate_interval,
+    two_proportion_test,
+    welch_test,
+)
+from policies.planning import (
+    MetricType,
+    SampleSizePlan,
+    absolute_mde,
+    plan_binary_sample_size,
+    plan_mean_sample_size,
+)
+from policies.sequential import always_valid_interval, msprt_test
+from policies.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
+from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.verdicts import (
+    VariantOutcome,
+    Verdict,
+    ab_test_verdict,
+    bandit_verdict,
+    srm_verdict,
+)
+
+ExperimentKind = Literal["ab_test", "bandit"]
+
+MIN_EXPOSURES = 30
+"""Fewer exposures than this in any arm of an A/B test: `insufficient_data`."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form: dataclasses to dicts, tuples to lists, non-finite floats to None."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisConfig:
+    """How to analyse one experiment (the YAML `analysis:` block plus policy settings)."""
+
+    metric_type: MetricType = "binary"
+    alpha: float = 0.05
+    power: float = 0.8
+    mde: float = 0.10
+    mde_relative: bool = True
+    correction: Correction = "holm"
+    sequential: bool = False
+    srm_threshold: float = DEFAULT_SRM_THRESHOLD
+    prob_best_threshold: float = 0.95
+    min_sample_per_arm: int = 100
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    baseline: float | None = None
+    """Planning baseline (rate or mean); None plans from the control's observed value."""
+    draws: int = DEFAULT_DRAWS
+
+    def __post_init__(self) -> None:
+        if self.metric_type not in ("binary", "revenue"):
+            raise ValueError(f"metric_type must be 'binary' or 'revenue', got {self.metric_type!r}")
+        check_correction(self.correction)
+        for name in ("alpha", "power", "srm_threshold"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        if not 0 < self.prob_best_threshold <= 1:
+            raise ValueError("prob_best_threshold must be in (0, 1]")
+        if not math.isfinite(self.mde) or self.mde == 0:
+            raise ValueError(f"mde must be a finite non-zero number, got {self.mde!r}")
+        if self.min_sample_per_arm < 0 or self.draws < 1:
+            raise ValueError("min_sample_per_arm must be >= 0 and draws >= 1")
+        if self.prior_alpha <= 0 or self.prior_beta <= 0:
+            raise ValueError("prior_alpha and prior_beta must be > 0")
+        if self.baseline is not None and not (
+            math.isfinite(self.baseline) and self.baseline > 0 and (self.metric_type == "revenue" or self.baseline < 1)
+        ):
+            raise ValueError(f"baseline must be > 0 (and < 1 for binary), got {self.baseline!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ArmAnalysis:
+    """One row of the report; `rate` is the mean for revenue, the posterior mean for bandits."""
+
+    arm: str
+    exposures: int
+    conversions: int | None
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    lift: float | None
+    lift_ci_low: float | None
+    lift_ci_high: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    prob_beat_control: float | None
+    prob_best: float | None
+    expected_loss: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A variant against the control: the test used and the absolute difference with interval."""
+
+    arm: str
+    method: str
+    statistic: float | None
+    difference: float
+    difference_ci_low: float
+    difference_ci_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class TestInfo:
+    """How the p-values were obtained; `correction` is None for bandits (no p-values)."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite the name
+
+    method: str
+    alpha: float
+    correction: Correction | None
+    sequential: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Planning:
+    """Planned exposures per arm and the share of it reached by the smallest arm."""
+
+    planned_n_per_arm: int | None
+    share_reached: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    kind: ExperimentKind
+    metric_type: MetricType
+    control: str | None
+    arms: tuple[ArmAnalysis, ...]
+    comparisons: tuple[Comparison, ...]
+    test: TestInfo
+    srm: SrmResult | None
+    omnibus: TestResult | None
+    planning: Planning
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (snake_case keys; floats, ints, strings, bools or None)."""
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _VariantResult:
+    test: TestResult
+    difference: Interval
+    lift: Interval | None
+
+
+def _normalise_stats(stats: Sequence[ArmStats], metric_type: MetricType) -> list[ArmStats]:
+    if metric_type == "revenue":
+        return [s.as_mean() if isinstance(s, BinaryStats) else s for s in stats]
+    if not all(isinstance(s, BinaryStats) for s in stats):
+        raise ValueError("a binary metric needs BinaryStats for every arm")
+    return list(stats)
+
+
+def _observed_mean(stats: ArmStats) -> float | None:
+    return stats.rate if isinstance(stats, BinaryStats) else stats.mean
+
+
+def _observed_interval(stats: ArmStats, alpha: float) -> Interval | None:
+    """Wilson / t interval of an arm's mean, None when it is undefined (n = 0, or n < 2)."""
+    if stats.n < (1 if isinstance(stats, BinaryStats) else 2):
+        return None
+    return rate_interval(stats, alpha)
+
+
+def _plan(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig) -> SampleSizePlan | None:
+    """The sample-size plan, or None when the baseline and MDE admit none."""
+    shift = absolute_mde(baseline, config.mde, relative=config.mde_relative)
+    if isinstance(control, BinaryStats):
+        if not (baseline < 1 and 0 < baseline + shift < 1):
+            return None
+        return plan_binary_sample_size(
+            baseline,
+            config.mde,
+            relative=config.mde_relative,
+            alpha=config.alpha,
+            power=config.power,
+            arms=arms,
+            correction=config.correction,
+        )
+    std = math.sqrt(control.variance or 0.0)
+    if std == 0:
+        return None
+    return plan_mean_sample_size(
+        baseline,
+        std,
+        config.mde,
+        relative=config.mde_relative,
+        alpha=config.alpha,
+        power=config.power,
+        arms=arms,
+        correction=config.correction,
+    )
+
+
+def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: AnalysisConfig) -> _VariantResult:
+    """Test, difference interval and lift interval of one variant against the control."""
+    lift = relative_lift(treatment, control)
+    if config.sequential:
+        # tau is the MDE on each effect's own scale (see policies.sequential).
+        tau_diff = absolute_mde(baseline, config.mde, relative=config.mde_relative)
+        tau_lift = config.mde if config.mde_relative else config.mde / baseline
+        diff = absolute_difference(treatment, control)
+        return _VariantResult(
+            msprt_test(diff, tau_diff**2),
+            always_valid_interval(diff, tau_diff**2, config.alpha),
+            None if lift is None else always_valid_interval(lift, tau_lift**2, config.alpha),
+        )
+    if isinstance(treatment, BinaryStats) and isinstance(control, BinaryStats):
+        test = two_proportion_test(treatment, control)
+    elif isinstance(treatment, MeanStats) and isinstance(control, MeanStats):
+        test = welch_test(treatment, control)
+    else:
+        raise ValueError("both arms must hold the same kind of statistics")
+    return _VariantResult(
+        test,
+        difference_interval(treatment, control, config.alpha),
+        None if lift is None else normal_interval(lift, config.alpha),
+    )
+
+
+def _insufficiency(names: Sequence[str], data: Sequence[ArmStats], control: int) -> str | None:
+    """Why an A/B test cannot be tested yet (verdict rule 1), or None."""
+    for name, s in zip(names, data, strict=True):
+        if s.n < MIN_EXPOSURES:
+            return f"arm {name!r} has {s.n} exposures; at least {MIN_EXPOSURES} per arm are needed"
+    if not _observed_mean(data[control]):
+        what = "no conversions" if isinstance(data[control], BinaryStats) else "a zero total"
+        return f"control {names[control]!r} has {what} yet, so no lift can be stated"
+    return None
+
+
+def _posteriors(
+    data: Sequence[ArmStats], control: int | None, config: AnalysisConfig, rng: np.random.Generator
+) -> tuple[ArmPosterior, ...] | None:
+    """Posterior summaries, or None when a revenue arm has n < 2 (no normal approximation)."""
+    if any(isinstance(s, MeanStats) and s.n < 2 for s in data):
+        return None
+    return posterior_summaries(
+        data,
+        rng=rng,
+        control_index=control,
+        alpha=config.alpha,
+        prior_alpha=config.prior_alpha,
+        prior_beta=config.prior_beta,
+        draws=config.draws,
+    )
+
+
+def _row(
+    name: str,
+    original: ArmStats,
+    rate: float | None,
+    interval: Interval | None,
+    lift: Interval | None,
+    p_value: float | None,
+    p_adjusted: float | None,
+    posterior: ArmPosterior | None,
+) -> ArmAnalysis:
+    return ArmAnalysis(
+        arm=name,
+        exposures=original.n,
+        conversions=original.successes if isinstance(original, BinaryStats) else None,
+        rate=rate,
+        ci_low=None if interval is None else interval.low,
+        ci_high=None if interval is None else interval.high,
+        lift=None if lift is None else lift.estimate,
+        lift_ci_low=None if lift is None else lift.low,
+        lift_ci_high=None if lift is None else lift.high,
+        p_value=p_value,
+        p_value_adjusted=p_adjusted,
+        prob_beat_control=None if posterior is None else posterior.prob_beat_control,
+        prob_best=None if posterior is None else posterior.prob_best,
+        expected_loss=None if posterior is None else posterior.expected_loss,
+    )
+
+
+def _analyze_ab_test(
+    names: Sequence[str],
+    stats: Sequence[ArmStats],
+    data: Sequence[ArmStats],
+    control: int,
+    srm: SrmResult | None,
+    config: AnalysisConfig,
+    rng: np.random.Generator,
+) -> Analysis:
+    problem = _insufficiency(names, data, control)
+    results: dict[int, _VariantResult] = {}
+    plan: SampleSizePlan | None = None
+    omnibus: TestResult | None = None
+    if problem is None:
+        observed = _observed_mean(data[control])
+        baseline = config.baseline if config.baseline is not None else float(observed or 0.0)
+        plan = _plan(data[control], len(data), baseline, config)
+        results = {i: _compare(s, data[control], baseline, config) for i, s in enumerate(data) if i != control}
+        omnibus = omnibus_test(data)
+    raw = [r.test.p_value for r in results.values()]
+    adjusted = dict(zip(results, (float(p) for p in adjust_p_values(raw, config.correction)), strict=True))
+    posteriors = _posteriors(data, control, config, rng)
+    rows = tuple(
+        _row(
+            names[i],
+            stats[i],
+            _observed_mean(s),
+            _observed_interval(s, config.alpha),
+            results[i].lift if i in results else None,
+            results[i].test.p_value if i in results else None,
+            adjusted.get(i),
+            None if posteriors is None else posteriors[i],
+        )
+        for i, s in enumerate(data)
+    )
+    comparisons = tuple(
+        Comparison(
+            names[i],
+            r.test.method,
+            r.test.statistic,
+            r.difference.estimate,
+            r.difference.low,
+            r.difference.high,
+        )
+        for i, r in results.items()
+    )
+    nominal = "msprt" if config.sequential else ("z_test" if config.metric_type == "binary" else "welch_t_test")
+    method = "+".join(sorted({c.method for c in comparisons})) or nominal
+    smallest = min(s.n for s in data)
+    planning = Planning(
+        None if plan is None else plan.n_per_arm,
+        None if plan is None else smallest / plan.n_per_arm,
+    )
+    if problem is not None:
+        verdict = Verdict("insufficient_data", None, problem)
+    else:
+        outcomes = [
+            VariantOutcome(
+                names[i],
+                r.difference.estimate,
+                None if r.lift is None else r.lift.estimate,
+                adjusted[i],
+            )
+            for i, r in results.items()
+        ]
+        verdict = srm_verdict(srm, config.srm_threshold) or ab_test_verdict(
+            names[control],
+            outcomes,
+            smallest_n=smallest,
+            planned_n_per_arm=planning.planned_n_per_arm,
+            alpha=config.alpha,
+            correction=config.correction,
+            sequential=config.sequential,
+        )
+    return Analysis(
+        "ab_test",
+        config.metric_type,
+        names[control],
+        rows,
+        comparisons,
+        TestInfo(method, config.alpha, config.correction, config.sequential),
+        srm,
+        omnibus,
+        planning,
+        verdict,
+    )
+
+
+def _analyze_bandit(
+    names: Sequence[str],
+    stats: Sequence[ArmStats],
+    data: Sequence[ArmStats],
+    control: int | None,
+    srm: SrmResult | None,
+    config: AnalysisConfig,
+    rng: np.random.Generator,
+) -> Analysis:
+    posteriors = _posteriors(data, control, config, rng)
+    if posteriors is None:
+        rows = tuple(
+            _row(n, o, _observed_mean(s), None, None, None, None, None)
+            for n, o, s in zip(names, stats, data, strict=True)
+        )
+        verdict = Verdict("insufficient_data", None, "every arm needs at least 2 exposures for a revenue posterior")
+    else:
+        rows = tuple(
+            _row(n, o, p.mean, Interval(p.mean, p.ci_low, p.ci_high), p.lift, None, None, p)
+            for n, o, p in zip(names, stats, posteriors, strict=True)
+        )
+        verdict = srm_verdict(srm, config.srm_threshold) or bandit_verdict(
+            names,
+            [s.n for s in data],
+            [p.prob_best for p in posteriors],
+            prob_best_threshold=config.prob_best_threshold,
+            min_sample_per_arm=config.min_sample_per_arm,
+        )
+    method = "beta_binomial" if config.metric_type == "binary" else "normal_posterior"
+    return Analysis(
+        "bandit",
+        config.metric_type,
+        None if control is None else names[control],
+        rows,
+        (),
+        TestInfo(method, config.alpha, None, False),
+        srm,
+        None,
+        Planning(None, None),
+        verdict,
+    )
+
+
+def analyze(
+    arms: Sequence[str],
+    stats: Sequence[BinaryStats | MeanStats],
+    *,
+    kind: ExperimentKind,
+    control: str | None,
+    expected_weights: Sequence[float] | None,
+    config: AnalysisConfig,
+    rng: np.random.Generator,
+) -> Analysis:
+    """Analyse one experiment from per-arm sufficient statistics (rules in the module doc).
+
+    `stats[i]` belongs to `arms[i]`. A/B tests need a `control`; for bandits it is optional
+    and only adds `prob_beat_control` and the lift. `expected_weights` (the declared split)
+    enables the sample-ratio-mismatch check; pass None when the split is adaptive.
+    For revenue, BinaryStats are read as 0/1 values and keep their conversion count.
+    """
+    names = list(arms)
+    if len(names) < 2 or len(names) != len(stats) or len(set(names)) != len(names):
+        raise ValueError("need at least two uniquely named arms, one stats entry per arm")
+    if kind not in ("ab_test", "bandit"):
+        raise ValueError(f"kind must be 'ab_test' or 'bandit', got {kind!r}")
+    if control is not None and control not in names:
+        raise ValueError(f"control {control!r} is not one of the arms")
+    if expected_weights is not None and len(expected_weights) != len(names):
+        raise ValueError("expected_weights needs one weight per arm")
+    data = _normalise_stats(stats, config.metric_type)
+    control_index = None if control is None else names.index(control)
+    srm = (
+        None
+        if expected_weights is None
+        else sample_ratio_test([s.n for s in data], expected_weights, threshold=config.srm_threshold)
+    )
+    if kind == "bandit":
+        return _analyze_bandit(names, stats, data, control_index, srm, config, rng)
+    if control_index is None:
+        raise ValueError("an A/B test needs a control arm")
+    return _analyze_ab_test(names, stats, data, control_index, srm, config, rng)

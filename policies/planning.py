@@ -1,0 +1,144 @@
+"""Sample size per arm for an A/B/n test, with the multiple-testing correction planned in.
+
+Binary metrics use Cohen's h (`statsmodels.stats.proportion.proportion_effectsize`) with
+`statsmodels.stats.power.NormalIndPower`; revenue metrics use Cohen's d = MDE / sd with
+`statsmodels.stats.power.TTestIndPower`. Both solve for equal arms, two-sided.
+
+Several variants: each of the (arms - 1) comparisons with the control is planned at the
+Bonferroni level alpha / (arms - 1) for every correction except "none". Holm is uniformly at
+least as powerful as Bonferroni, and Benjamini–Hochberg rejects at least what Bonferroni
+rejects, so each comparison reaches at least the target power — the conservative choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from statsmodels.stats.power import NormalIndPower, TTestIndPower
+from statsmodels.stats.proportion import proportion_effectsize
+
+from policies.corrections import Correction, check_correction
+
+MetricType = Literal["binary", "revenue"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSizePlan:
+    """Planned exposures per arm to detect `target` vs `baseline` with `power` per comparison.
+
+    `effect_size` is Cohen's h (binary) or d (revenue); `alpha_per_test` is the level each
+    variant-vs-control comparison is planned at.
+    """
+
+    metric_type: MetricType
+    baseline: float
+    target: float
+    effect_size: float
+    alpha: float
+    alpha_per_test: float
+    power: float
+    arms: int
+    n_per_arm: int
+    total: int
+
+
+def absolute_mde(baseline: float, mde: float, *, relative: bool) -> float:
+    """The minimum detectable effect in the metric's units: mde * baseline when relative."""
+    return mde * baseline if relative else mde
+
+
+def alpha_per_test(alpha: float, arms: int, correction: Correction) -> float:
+    """Planning level of each of the (arms - 1) comparisons (Bonferroni unless "none")."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if arms < 2:
+        raise ValueError(f"an experiment needs at least 2 arms, got {arms}")
+    return alpha if check_correction(correction) == "none" else alpha / (arms - 1)
+
+
+def _check_common(power: float, mde: float) -> None:
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power!r}")
+    if not math.isfinite(mde) or mde == 0:
+        raise ValueError(f"mde must be a finite non-zero number, got {mde!r}")
+
+
+@lru_cache(maxsize=1024)  # reports re-plan with the same inputs; statsmodels solves iteratively
+def plan_binary_sample_size(
+    baseline: float,
+    mde: float,
+    *,
+    relative: bool = True,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    arms: int = 2,
+    correction: Correction = "holm",
+) -> SampleSizePlan:
+    """Sample size per arm to detect a conversion rate moving from `baseline` by `mde`."""
+    _check_common(power, mde)
+    if not 0 < baseline < 1:
+        raise ValueError(f"baseline rate must be in (0, 1), got {baseline!r}")
+    target = baseline + absolute_mde(baseline, mde, relative=relative)
+    if not 0 < target < 1:
+        raise ValueError(f"baseline {baseline!r} moved by mde {mde!r} leaves (0, 1): {target!r}")
+    level = alpha_per_test(alpha, arms, correction)
+    h = abs(float(proportion_effectsize(target, baseline)))
+    n = NormalIndPower().solve_power(effect_size=h, alpha=level, power=power, ratio=1.0)
+    return _plan("binary", baseline, target, h, alpha, level, power, arms, float(n))
+
+
+@lru_cache(maxsize=1024)
+def plan_mean_sample_size(
+    baseline: float,
+    std: float,
+    mde: float,
+    *,
+    relative: bool = True,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    arms: int = 2,
+    correction: Correction = "holm",
+) -> SampleSizePlan:
+    """Sample size per arm to detect a mean (e.g. revenue per exposure) moving by `mde`.
+
+    `std` is the per-exposure standard deviation, assumed equal in all arms.
+    """
+    _check_common(power, mde)
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"std must be a finite number > 0, got {std!r}")
+    shift = absolute_mde(baseline, mde, relative=relative)
+    if shift == 0:
+        raise ValueError("a relative mde needs a non-zero baseline")
+    level = alpha_per_test(alpha, arms, correction)
+    d = abs(shift) / std
+    n = TTestIndPower().solve_power(effect_size=d, alpha=level, power=power, ratio=1.0)
+    return _plan("revenue", baseline, baseline + shift, d, alpha, level, power, arms, float(n))
+
+
+def _plan(
+    metric_type: MetricType,
+    baseline: float,
+    target: float,
+    effect_size: float,
+    alpha: float,
+    level: float,
+    power: float,
+    arms: int,
+    n: float,
+) -> SampleSizePlan:
+    n_per_arm = math.ceil(n)
+    return SampleSizePlan(
+        metric_type,
+        baseline,
+        target,
+        effect_size,
+        alpha,
+        level,
+        power,
+        arms,
+        n_per_arm,
+        n_per_arm * arms,
+    )
