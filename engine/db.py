@@ -34,19 +34,18 @@ class StoreError(RuntimeError):
 
 def create_engine(url: str) -> SAEngine:
     """A SQLAlchemy engine for `url`, with the tables created if missing."""
+    hint = "use sqlite:///path.db or postgresql+psycopg://user@host/db"
     try:
         parsed = make_url(url)
-    except Exception as exc:
-        raise StoreError(f"invalid database URL {url!r}: {exc}",
-                         "use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
-    if parsed.get_backend_name() == "sqlite":
-        sa = sa_create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-        )
-        _tune_sqlite(sa)
-    else:
-        sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        if parsed.get_backend_name() == "sqlite":
+            sa = sa_create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+            )
+            _tune_sqlite(sa)
+        else:
+            sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    except Exception as exc:  # sqlalchemy raises several kinds for a bad URL or missing driver
+        raise StoreError(f"invalid database URL {url!r}: {exc}", hint) from None
     try:
         SQLModel.metadata.create_all(sa)
     except Exception as exc:

@@ -66,22 +66,33 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
     return Report(data)
 
 
-def _fmt(value: Any, pct: bool = False, digits: int = 4) -> str:
+def _fmt(key: str, value: Any, revenue: bool) -> str:
+    """One report cell: rates and shares as percentages (revenue per exposure as a number)."""
     if value is None:
         return "–"
-    if pct:
-        return f"{value * 100:.2f}%"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
+    if key in ("exposures", "conversions"):
+        return f"{value:,}"
+    if key in ("rate", "ci_low", "ci_high"):
+        return f"{value:,.3f}" if revenue else f"{value:.2%}"
+    if key == "lift":
+        return f"{value:+.1%}"
+    if key in ("prob_best", "weight"):
+        return f"{value:.1%}"
+    if key == "p_value_adjusted":
+        return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
     return str(value)
 
 
 _COLUMNS = (
-    ("arm", "arm", False), ("channel", "channel", False), ("exposures", "exposures", False),
-    ("conversions", "conv.", False), ("rate", "rate", True), ("ci_low", "ci low", True),
-    ("ci_high", "ci high", True), ("lift", "lift", True), ("p_value_adjusted", "p adj.", False),
-    ("prob_best", "P(best)", True), ("weight", "weight", True),
+    ("arm", "arm"), ("channel", "channel"), ("exposures", "exposures"), ("conversions", "conv."),
+    ("rate", "rate"), ("ci_low", "ci low"), ("ci_high", "ci high"), ("lift", "lift"),
+    ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"), ("weight", "weight"),
 )
+
+
+def _cells(data: dict[str, Any]) -> list[list[str]]:
+    revenue = data["metric"]["type"] == "revenue"
+    return [[_fmt(k, arm.get(k), revenue) for k, _ in _COLUMNS] for arm in data["arms"]]
 
 
 def verdict_line(data: dict[str, Any]) -> str:
@@ -93,14 +104,12 @@ def verdict_line(data: dict[str, Any]) -> str:
 def render_table(reports: list[Report], console: Console) -> None:
     for r in reports:
         d = r.data
-        revenue = d["metric"]["type"] == "revenue"
         table = Table(title=f"{d['experiment']} — {d['kind']} / {d['policy']} / {d['status']}",
                       title_justify="left")
-        for _, header, _ in _COLUMNS:
-            table.add_column(header, justify="left" if header in ("arm", "channel") else "right")
-        for arm in d["arms"]:
-            table.add_row(*(_fmt(arm.get(k), pct and not (revenue and k in ("rate", "ci_low", "ci_high")))
-                            for k, _, pct in _COLUMNS))
+        for key, header in _COLUMNS:
+            table.add_column(header, justify="left" if key in ("arm", "channel") else "right", no_wrap=True)
+        for row in _cells(d):
+            table.add_row(*row)
         console.print(table)
         console.print(verdict_line(d))
         console.print()
@@ -110,13 +119,10 @@ def render_markdown(reports: list[Report]) -> str:
     lines: list[str] = []
     for r in reports:
         d = r.data
-        revenue = d["metric"]["type"] == "revenue"
         lines += [f"### {d['experiment']} ({d['kind']}, {d['policy']}, {d['status']})", ""]
-        lines.append("| " + " | ".join(h for _, h, _ in _COLUMNS) + " |")
-        lines.append("|" + "|".join("---" if h in ("arm", "channel") else "---:" for _, h, _ in _COLUMNS) + "|")
-        for arm in d["arms"]:
-            cells = (_fmt(arm.get(k), pct and not (revenue and k in ("rate", "ci_low", "ci_high")))
-                     for k, _, pct in _COLUMNS)
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
+        lines.append("|" + "|".join("---" if k in ("arm", "channel") else "---:" for k, _ in _COLUMNS) + "|")
+        for row in _cells(d):
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
         lines += ["", f"**Verdict:** {verdict_line(d)}", ""]
     return "\n".join(lines)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.samples import AB_YAML, BANDIT_YAML, REPO, write_yaml
+
+runner = CliRunner()
+
+
+def run(*args: str) -> object:
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with two experiments and its own database."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CROSSPROMO_DATABASE_URL", raising=False)
+    write_yaml(tmp_path / "experiments", "landing.yaml", AB_YAML)
+    write_yaml(tmp_path / "experiments", "channels.yaml", BANDIT_YAML)
+    return tmp_path
+
+
+def test_validate_ok_and_broken(workdir: Path) -> None:
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert "2 experiment(s) valid" in result.output
+    write_yaml(workdir / "experiments", "broken.yaml", AB_YAML.replace("key: landing", "key: broken").replace(
+        "traffic: {coverage: 1.0}", "traffic: {coverage: 1.0, coverag: 2}"))
+    result = run("validate")
+    assert result.exit_code == 2
+    assert "experiments/broken.yaml:8:26: traffic.coverag: unknown field" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_shipped_experiments_validate_from_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+
+
+def test_apply_decide_record_report_winners(workdir: Path) -> None:
+    assert run("apply", "--dry-run").exit_code == 0
+    result = run("apply")
+    assert result.exit_code == 0, result.output
+    assert "create" in result.output and (workdir / "crosspromo.db").exists()
+
+    result = run("decide", "landing", "--unit", "u-42", "--format", "json")
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)
+    assert decision["reason"] == "SPLIT" and decision["arm"] in ("control", "curated")
+    again = json.loads(run("decide", "landing", "--unit", "u-42", "--format", "json").stdout)
+    assert again["arm"] == decision["arm"]
+
+    event = json.dumps({"event_id": "e-1", "experiment": "landing", "decision_id": decision["decision_id"]})
+    result = run("record", event)
+    assert result.exit_code == 0 and "recorded" in result.output
+    result = run("record", event)
+    assert result.exit_code == 0 and "duplicate" in result.output
+    result = run("record", '{"event_id": "e-2", "experiment": "landing", "unit": "u-42", "value": NaN}')
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+
+    result = run("report", "landing", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert sum(a["exposures"] for a in arms.values()) == 2
+    assert arms[decision["arm"]]["conversions"] == 1
+    assert report["verdict"]["status"] == "insufficient_data"
+
+    result = run("report", "--format", "markdown")
+    assert result.exit_code == 0 and "| arm |" in result.stdout
+    result = run("report")
+    assert result.exit_code == 0 and "landing" in result.stdout
+    result = run("winners")
+    assert result.exit_code == 0
+    assert {line.split(":")[0] for line in result.stdout.splitlines()} == {"landing", "channels"}
+
+
+def test_ingest_reports_bad_lines_and_is_idempotent(workdir: Path) -> None:
+    run("apply")
+    decision = json.loads(run("decide", "landing", "--unit", "u1", "--format", "json").stdout)
+    path = workdir / "events.jsonl"
+    path.write_text(
+        json.dumps({"event_id": "a", "experiment": "landing", "decision_id": decision["decision_id"]}) + "\n"
+        + '{"event_id": "b", "experiment": "landing", "unit": "u1", "value": -1}\n'
+        + "not json\n"
+    )
+    result = run("ingest", str(path))
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 0 duplicates, 2 rejected" in result.stdout
+    assert "events.jsonl:2: value: must be >= 0" in result.output
+    assert "events.jsonl:3: malformed JSON" in result.output
+    result = run("ingest", str(path), "--format", "json")
+    assert json.loads(result.stdout)["duplicates"] == 1
+
+
+def test_unsafe_apply_exits_1_with_a_hint(workdir: Path) -> None:
+    run("apply")
+    write_yaml(workdir / "experiments", "landing.yaml", AB_YAML.replace("channel: in_app, weight: 0.5}\nanalysis",
+                                                                       "channel: in_app, weight: 0.5}\n  - {key: extra, campaign: e, partner: p, channel: push, weight: 0.0}\nanalysis"))
+    result = run("apply")
+    assert result.exit_code == 1
+    assert "refused" in result.output and "hint: declare traffic.phase: 2" in result.output
+
+
+def test_errors_are_one_line_without_traceback(workdir: Path) -> None:
+    result = run("decide", "nope", "--unit", "u")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unknown experiment 'nope'")
+    assert "hint:" in result.output
+    result = run("decide", "landing", "--unit", "u", "--db", "nosuchdriver://x")
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
