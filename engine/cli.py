@@ -235,6 +235,42 @@ def winners(
         raise typer.Exit(EXIT_SRM)
 
 
+class CorrectionChoice(StrEnum):
+    HOLM = "holm"
+    BH = "bh"
+    BONFERRONI = "bonferroni"
+    NONE = "none"
+
+
+@app.command("sample-size")
+def sample_size(
+    baseline: Annotated[float, typer.Option(help="Control conversion rate (binary) or mean (with --std).")],
+    mde: Annotated[float, typer.Option(help="Minimum detectable effect.")],
+    relative: Annotated[bool, typer.Option("--relative/--absolute", help="MDE relative to the baseline.")] = True,
+    alpha: Annotated[float, typer.Option(help="Family-wise significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Power for each comparison.")] = 0.8,
+    arms: Annotated[int, typer.Option(help="Arms including the control.")] = 2,
+    correction: Annotated[CorrectionChoice, typer.Option(help="Multiple-testing correction.")] = CorrectionChoice.HOLM,
+    std: Annotated[float | None, typer.Option(help="Standard deviation per exposure: plans a revenue metric.")] = None,
+    fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
+) -> None:
+    """Exposures needed per arm to detect the MDE (statsmodels power analysis, corrected alpha)."""
+    from dataclasses import asdict
+
+    from policies.planning import plan_binary_sample_size, plan_mean_sample_size
+
+    with errors():
+        common = dict(relative=relative, alpha=alpha, power=power, arms=arms, correction=correction.value)
+        plan = (plan_binary_sample_size(baseline, mde, **common) if std is None
+                else plan_mean_sample_size(baseline, std, mde, **common))
+    if fmt is DecideFormat.JSON:
+        print_json(asdict(plan))
+        return
+    out.print(f"{plan.n_per_arm:,} exposures per arm, {plan.total:,} in all ({plan.arms} arms)", markup=False)
+    err.print(f"baseline {plan.baseline:g} -> target {plan.target:g}; alpha per comparison {plan.alpha_per_test:.4g} "
+              f"({correction.value}); power {plan.power:g}; effect size {plan.effect_size:.4g}", markup=False)
+
+
 @app.command()
 def demo(
     out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create (replaced if it exists).")] = Path("crosspromo-demo.db"),
