@@ -202,6 +202,8 @@ def _reports(engine: Engine, experiments: list[str] | None) -> list[Any]:
 def report(
     experiments: Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].")] = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG charts of each experiment to DIR.",
+                                              metavar="DIR", file_okay=False)] = None,
     db: DbOption = None,
 ) -> None:
     """Per-arm results, significance and the verdict of each experiment."""
@@ -209,6 +211,15 @@ def report(
 
     with errors(), open_engine(db) as engine:
         reports = _reports(engine, experiments)
+        if plot is not None:
+            from engine.plots import plot_report
+            from engine.timeline import conversion_timeline
+
+            for r in reports:
+                stored = engine.experiment(r.data["experiment"])
+                timeline = conversion_timeline(engine.store.sa, stored.spec.key, stored.phase, stored.spec.arm_keys)
+                for path in plot_report(r.to_dict(), timeline, plot):
+                    err.print(f"wrote {path}", markup=False)
     if fmt is Format.JSON:
         print_json([r.to_dict() for r in reports] if not experiments or len(experiments) != 1
                    else reports[0].to_dict())

@@ -46,10 +46,11 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
     stored, aggregates = engine.aggregates(key)
     spec = stored.spec
     weights = engine.weights(key)
+    config = analysis_config(spec)
     analysis = analyze(
         spec.arm_keys, stats_for(spec, aggregates), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=analysis_config(spec), rng=np.random.default_rng(seed),
+        config=config, rng=np.random.default_rng(seed),
     ).to_dict()
     channels = {a.key: a.channel.value for a in spec.arms}
     for row, agg, w in zip(analysis["arms"], aggregates, weights, strict=True):
@@ -61,7 +62,8 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         "experiment": spec.key, "name": spec.name, "kind": spec.kind.value, "policy": spec.policy.name,
         "status": spec.status.value, "version": stored.version, "phase": spec.traffic.phase,
         "metric": {"name": spec.metric.name, "type": spec.metric.type.value},
-        "control": spec.control, **analysis,
+        "control": spec.control, "prior": {"alpha": config.prior_alpha, "beta": config.prior_beta},
+        **analysis,
     }
     return Report(data)
 

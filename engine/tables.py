@@ -53,7 +53,10 @@ class DecisionRow(SQLModel, table=True):
     """A logged exposure: one decision that put a unit in an experiment arm."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_unit", "experiment", "unit", "ts"),)
+    __table_args__ = (
+        Index("ix_decisions_unit", "experiment", "unit", "ts"),
+        Index("ix_decisions_timeline", "experiment", "phase", "ts"),
+    )
 
     decision_id: str = Field(primary_key=True, max_length=64)
     experiment: str = Field(max_length=128)

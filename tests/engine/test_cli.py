@@ -73,6 +73,11 @@ def test_apply_decide_record_report_winners(workdir: Path) -> None:
     assert arms[decision["arm"]]["conversions"] == 1
     assert report["verdict"]["status"] == "insufficient_data"
 
+    result = run("report", "landing", "--plot", str(workdir / "plots"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == [
+        "landing-cumulative-rate.png", "landing-lift.png", "landing-posterior.png"]
+
     result = run("report", "--format", "markdown")
     assert result.exit_code == 0 and "| arm |" in result.stdout
     result = run("report")
