@@ -1,24 +1,33 @@
 """`Engine`: the Python API an embedding service imports (apply, decide, record, report).
 
 The decide path reads an in-memory snapshot (experiment specs, bucket ranges, bandit
-weights) and appends the exposure to a buffer written in batches; SQL runs only when the
-snapshot or the weights are due for a refresh, or the buffer for a flush.
+weights) and appends the exposure to a buffer written in batches. Without a background
+thread, SQL runs inline only when the snapshot or weights are due for a refresh or the buffer
+for a flush; with `start_background()` (the HTTP service) the decide path runs no SQL at all,
+except the insert-if-absent of a sticky bandit unit's first arm.
+
+When the store is unreachable the engine degrades instead of failing: decisions come from
+the last snapshot with reason `STALE`, and exposures and events go to the local spool (if
+one is configured), which is drained into the store once it answers again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.assignment import bucket, bucket_ranges, choose_arm
+from engine.assignment import arm_for_bucket, bucket, bucket_ranges
 from engine.config import EngineConfig, load_config
+from engine.db import StoreError, is_unavailable
 from engine.decision import Decision, Reason
 from engine.events import Event, EventError, RawRow, parse_event, read_rows, utcnow
 from engine.loader import load_specs
@@ -31,13 +40,19 @@ from engine.spec import (
     ThompsonPolicy,
     UpdateCadence,
 )
+from engine.spool import Spool
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
-from policies.choice import NoEligibleArmError, draw_arms, eligible_weights
+from policies.choice import NoEligibleArmError, choose_arm
 from policies.registry import Policy, make_policy
-from policies.stats import ArmStats
+from policies.stats import ArmStats, BinaryStats, MeanStats
+
+log = logging.getLogger("crosspromo")
 
 SPEC_REFRESH_SECONDS = 5.0
 INGEST_CHUNK = 500
+STICKY_CACHE_SIZE = 100_000
+# Discounted sums ignore outcomes whose weight fell below this share of a fresh one.
+DISCOUNT_CUTOFF = 0.01
 
 
 class UnknownExperimentError(KeyError):
@@ -70,12 +85,15 @@ class Plan:
 
 @dataclass
 class IngestSummary:
+    """`spooled` events were valid but the store was unreachable: they wait in the local spool."""
+
     accepted: int = 0
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    spooled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates,
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "spooled": self.spooled,
                 "rejected": [{"line": line, "error": err} for line, err in self.rejected]}
 
 
@@ -92,6 +110,12 @@ class _Live:
     weights: np.ndarray | None = None
     weights_at: float = float("-inf")
     observations_since: int = 0
+    sticky: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def weights_due(self, now: float) -> bool:
+        cadence = self.cadence or UpdateCadence()
+        return (self.weights is None or self.observations_since >= cadence.every_outcomes
+                or now - self.weights_at >= cadence.every_seconds)
 
     @property
     def spec(self) -> ExperimentSpec:
@@ -122,11 +146,19 @@ def stats_for(spec: ExperimentSpec, aggregates: Sequence[ArmAggregate]) -> list[
     return [a.binary for a in aggregates]
 
 
+def _weighted_stats(spec: ExperimentSpec, sums: np.ndarray) -> list[ArmStats]:
+    """Stats from (arms, 4) weighted sums of (exposures, conversions, total, total_sq)."""
+    if spec.metric.type is MetricType.REVENUE:
+        return [MeanStats(float(n), float(t), float(t2)) for n, _, t, t2 in sums]
+    return [BinaryStats(float(n), float(c)) for n, c, _, _ in sums]  # type: ignore[arg-type]
+
+
 class Engine:
     def __init__(self, store: Store, config: EngineConfig, rng: np.random.Generator,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, spool: Spool | None = None) -> None:
         self.store = store
         self.config = config
+        self.spool = spool
         self._rng = rng
         self._clock = clock
         self._lock = threading.RLock()
@@ -134,16 +166,20 @@ class Engine:
         self._last_flush = clock()
         self._live: dict[str, _Live] = {}
         self._specs_at = float("-inf")
+        self._stale = False
+        self._background: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @classmethod
-    def open(cls, url: str | None = None, *, seed: int | None = None,
-             config: EngineConfig | None = None) -> Engine:
+    def open(cls, url: str | None = None, *, seed: int | None = None, config: EngineConfig | None = None,
+             spool: Spool | None = None) -> Engine:
         """Open the store at `url` (default: CROSSPROMO_DATABASE_URL, then configs/engine.yaml).
 
-        `seed` makes bandit draws reproducible; A/B assignment never depends on it.
+        `seed` makes bandit draws reproducible; A/B assignment never depends on it. With a
+        `spool`, writes the store cannot take wait there instead of raising.
         """
         config = config or load_config()
-        return cls(Store(url or config.database_url), config, np.random.default_rng(seed))
+        return cls(Store(url or config.database_url), config, np.random.default_rng(seed), spool=spool)
 
     def __enter__(self) -> Engine:
         return self
@@ -152,8 +188,17 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        if self._background is not None:
+            self._stopping.set()
+            self._background.join()
+            self._background = None
         self.flush()
         self.store.close()
+
+    @property
+    def stale(self) -> bool:
+        """True while the store is unreachable (decisions are then served from the snapshot)."""
+        return self._stale
 
     # -- declarations ------------------------------------------------------------------
 
@@ -180,39 +225,39 @@ class Engine:
     def experiment(self, key: str) -> StoredExperiment:
         return self._get_live(key).stored
 
-    def _snapshot(self) -> dict[str, _Live]:
+    def _snapshot(self, force: bool = False) -> dict[str, _Live]:
+        """The cached experiments, reloaded when due (or forced); the old ones if the store is down."""
         with self._lock:
-            if self._clock() - self._specs_at >= SPEC_REFRESH_SECONDS:
-                stored = self.store.experiments()
-                live = {}
-                for key, s in stored.items():
-                    old = self._live.get(key)
-                    live[key] = old if old is not None and old.stored == s else _build_live(s)
-                self._live = live
-                self._specs_at = self._clock()
+            if not force and self._clock() - self._specs_at < SPEC_REFRESH_SECONDS:
+                return self._live
+        try:
+            stored = self.store.experiments()
+        except Exception as exc:
+            self._store_failed(exc, "loading experiments")
+            if not self._live:
+                raise StoreError("the store is unreachable and no experiments are cached",
+                                 "check the database server; decisions resume when it answers") from None
+            return self._live
+        self._store_ok()
+        with self._lock:
+            self._live = {k: old if (old := self._live.get(k)) is not None and old.stored == s else _build_live(s)
+                          for k, s in stored.items()}
+            self._specs_at = self._clock()
             return self._live
 
     def _get_live(self, key: str) -> _Live:
         live = self._snapshot().get(key)
         if live is None:
-            live = self._snapshot_now().get(key)
+            live = self._snapshot(force=True).get(key)
         if live is None:
             raise UnknownExperimentError(key, self._live)
         return live
-
-    def _snapshot_now(self) -> dict[str, _Live]:
-        with self._lock:
-            self._specs_at = float("-inf")
-            return self._snapshot()
 
     # -- decisions ---------------------------------------------------------------------
 
     def decide(self, experiment: str, unit: str, context: Mapping[str, Any] | None = None) -> Decision:
         """Which arm (campaign and channel) to use for `unit`; logs the exposure if in experiment."""
-        live = self._get_live(experiment)
-        with self._lock:
-            decision = self._decide(live, str(unit), context or {})
-        return decision
+        return self._decide(self._get_live(experiment), str(unit), context or {})
 
     def decide_many(self, experiment: str, units: Sequence[str],
                     contexts: Sequence[Mapping[str, Any] | None] | None = None) -> list[Decision]:
@@ -220,8 +265,7 @@ class Engine:
             raise ValueError(f"got {len(units)} units but {len(contexts)} contexts")
         live = self._get_live(experiment)
         ctxs = contexts or [None] * len(units)
-        with self._lock:
-            return [self._decide(live, str(u), c or {}) for u, c in zip(units, ctxs, strict=True)]
+        return [self._decide(live, str(u), c or {}) for u, c in zip(units, ctxs, strict=True)]
 
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
@@ -233,7 +277,7 @@ class Engine:
         mask = self._eligible(live, context)
 
         if spec.kind is Kind.AB_TEST:
-            index = choose_arm(b, live.ranges)
+            index = arm_for_bucket(b, live.ranges)
             # Eligibility filters units before assignment, never arms after it: an A/B unit that
             # cannot receive every arm stays out, so exclusion cannot depend on the arm drawn.
             if index is None or (mask is not None and not mask.all()):
@@ -242,12 +286,36 @@ class Engine:
 
         if b >= spec.traffic.coverage:
             return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
-        try:
-            weights = eligible_weights(self._weights(live), mask)
-        except NoEligibleArmError:
+        held = live.sticky.get(unit) if spec.traffic.sticky else None
+        if held is None:
+            try:
+                with self._lock:
+                    index, propensity = choose_arm(self._bandit_weights(live), mask, self._rng)
+            except NoEligibleArmError:
+                return self._outside(live, None, Reason.DEFAULT, b)
+            if spec.traffic.sticky:
+                index, propensity = self._claim(live, unit, index, propensity)
+        else:
+            index, propensity = held
+        if mask is not None and not mask[index]:
+            # A sticky unit whose channel opt-in changed: not eligible for its arm any more.
             return self._outside(live, None, Reason.DEFAULT, b)
-        index = int(draw_arms(weights, self._rng, 1)[0])
-        return self._inside(live, unit, index, Reason.BANDIT, b, float(weights[index]))
+        return self._inside(live, unit, index, Reason.BANDIT, b, propensity)
+
+    def _claim(self, live: _Live, unit: str, index: int, propensity: float) -> tuple[int, float]:
+        """The sticky arm of `unit`: the first one any replica stored (ours if we were first)."""
+        spec = live.spec
+        try:
+            arm, propensity = self.store.claim_assignment(spec.key, spec.traffic.phase, unit, live.arms[index], propensity)
+            index = live.arms.index(arm)
+            self._store_ok()
+        except Exception as exc:
+            self._store_failed(exc, "claiming a sticky assignment")
+        with self._lock:
+            if len(live.sticky) >= STICKY_CACHE_SIZE:
+                live.sticky.clear()
+            live.sticky[unit] = (index, propensity)
+        return index, propensity
 
     def _eligible(self, live: _Live, context: Mapping[str, Any]) -> np.ndarray | None:
         attr = live.spec.eligibility.channels_from
@@ -277,11 +345,17 @@ class Engine:
         spec = live.spec
         arm = spec.arms[index]
         decision_id = uuid.uuid4().hex
-        self._buffer.append(Exposure(decision_id, spec.key, live.stored.version, spec.traffic.phase, unit,
-                                     arm.key, arm.channel.value, b, propensity, reason.value, utcnow()))
-        live.observations_since += 1
-        if (len(self._buffer) >= self.config.exposure_batch_size
-                or self._clock() - self._last_flush >= self.config.exposure_flush_seconds):
+        if self._stale:
+            reason = Reason.STALE
+        exposure = Exposure(decision_id, spec.key, live.stored.version, spec.traffic.phase, unit,
+                            arm.key, arm.channel.value, b, propensity, reason.value, utcnow())
+        with self._lock:
+            self._buffer.append(exposure)
+            live.observations_since += 1
+            due = self._background is None and (
+                len(self._buffer) >= self.config.exposure_batch_size
+                or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
+        if due:
             self.flush()
         return Decision(
             experiment=spec.key, arm=arm.key, channel=arm.channel.value, campaign=arm.campaign,
@@ -289,57 +363,152 @@ class Engine:
             decision_id=decision_id, experiment_version=live.stored.version, payload=dict(arm.payload),
         )
 
-    def _weights(self, live: _Live) -> np.ndarray:
-        now = self._clock()
-        cadence = live.cadence or UpdateCadence()
-        if (live.weights is None or live.observations_since >= cadence.every_outcomes
-                or now - live.weights_at >= cadence.every_seconds):
-            live.weights = self._compute_weights(live)
-            live.weights_at = now
-            live.observations_since = 0
+    def _bandit_weights(self, live: _Live) -> np.ndarray:
+        """The cached weights; refreshed inline when due unless a background thread does it."""
+        if live.weights is None or (self._background is None and live.weights_due(self._clock())):
+            self._refresh_weights(live)
+        assert live.weights is not None
         return live.weights
+
+    def _refresh_weights(self, live: _Live) -> None:
+        try:
+            weights = self._compute_weights(live)
+        except Exception as exc:
+            self._store_failed(exc, "refreshing bandit weights")
+            if live.weights is None and live.policy is not None:  # nothing cached: the prior's weights
+                empty = stats_for(live.spec, [ArmAggregate(k, 0, 0, 0.0, 0.0) for k in live.arms])
+                live.weights = live.policy.weights(empty, self._rng)
+            return
+        self._store_ok()
+        live.weights, live.weights_at, live.observations_since = weights, self._clock(), 0
 
     def weights(self, key: str) -> np.ndarray:
         """Current selection probabilities per arm (the declared split for an A/B test)."""
         return self._compute_weights(self._get_live(key))
 
     def _compute_weights(self, live: _Live) -> np.ndarray:
-        """The policy's weights from the stored aggregates (flushing this engine's exposures first)."""
+        """The policy's weights from the stored aggregates (flushing this engine's exposures first).
+
+        `discount` and `window` policies read the most recent exposures instead of all-time
+        sums: a window weighs its last `window` exposures equally; a discount weighs an exposure
+        `gamma ** (newer exposures // every_outcomes)`, dropping weights under DISCOUNT_CUTOFF.
+        """
         self.flush()
         spec = live.spec
         if live.policy is None:
             return np.asarray(spec.weights, dtype=float)
-        aggregates = self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
-        return live.policy.weights(stats_for(spec, aggregates), self._rng)
+        discount = getattr(spec.policy, "discount", None)
+        window = getattr(spec.policy, "window", None)
+        if discount is None and window is None:
+            aggregates = self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+            return live.policy.weights(stats_for(spec, aggregates), self._rng)
+        if window is not None:
+            sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=window, bucket=window)
+            return live.policy.weights(_weighted_stats(spec, sums[:, 0, :]), self._rng)
+        step = (live.cadence or UpdateCadence()).every_outcomes
+        buckets = 1 if discount == 1 else int(np.log(DISCOUNT_CUTOFF) / np.log(discount)) + 1
+        sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=buckets * step, bucket=step)
+        decay = discount ** np.arange(sums.shape[1])
+        return live.policy.weights(_weighted_stats(spec, np.einsum("abk,b->ak", sums, decay)), self._rng)
+
+    # -- writes and their failures -----------------------------------------------------
 
     def flush(self) -> int:
-        """Write buffered exposures; returns how many were written."""
+        """Write buffered exposures; returns how many were written (0 if they went to the spool)."""
         with self._lock:
             batch, self._buffer = self._buffer, []
             self._last_flush = self._clock()
-            if not batch:
-                return 0
-            try:
-                return self.store.log_exposures(batch)
-            except Exception:
-                self._buffer = batch + self._buffer  # keep them for the next flush
+        if not batch:
+            return 0
+        try:
+            written = self.store.log_exposures(batch)
+        except Exception as exc:
+            if self.spool is None or not is_unavailable(exc):
+                with self._lock:
+                    self._buffer = batch + self._buffer  # kept for the next flush
                 raise
+            self._store_failed(exc, "logging exposures")
+            self.spool.append([{"kind": "exposure", **_exposure_record(e)} for e in batch])
+            return 0
+        self._store_ok()
+        return written
+
+    def _store_failed(self, exc: Exception, doing: str) -> None:
+        if not is_unavailable(exc):
+            raise exc
+        if not self._stale:
+            log.warning("store unreachable while %s: %s; serving from the snapshot", doing, exc)
+        self._stale = True
+
+    def _store_ok(self) -> None:
+        if self._stale:
+            log.warning("store reachable again")
+        self._stale = False
+
+    def drain_spool(self) -> int:
+        """Write what the spool holds into the store (idempotently); returns how many records."""
+        if self.spool is None:
+            return 0
+        return self.spool.drain(self._replay)
+
+    def _replay(self, records: list[dict[str, Any]]) -> None:
+        exposures = [_exposure_from_record(r) for r in records if r["kind"] == "exposure"]
+        self.store.log_exposures(exposures)
+        events = [(i, parse_event(r["event"])) for i, r in enumerate(records) if r["kind"] == "event"]
+        known = {k: v.stored for k, v in self._snapshot().items()}
+        for start in range(0, len(events), INGEST_CHUNK):
+            outcome = self.store.apply_events(events[start:start + INGEST_CHUNK], known)
+            for index, reason in outcome.rejected:
+                log.warning("spooled event %s rejected on replay: %s", records[index]["event"].get("event_id"), reason)
+
+    def maintain(self) -> None:
+        """One round of background upkeep: flush, drain the spool, refresh snapshot and weights."""
+        try:
+            self.flush()
+            if self._stale:
+                self.store.ping()
+                self._store_ok()
+            self.drain_spool()
+        except Exception as exc:
+            self._store_failed(exc, "maintenance")
+            return
+        now = self._clock()
+        for live in list(self._snapshot().values()):
+            if live.policy is not None and live.weights_due(now):
+                self._refresh_weights(live)
+
+    def start_background(self, interval: float = 0.2) -> None:
+        """Move flushing and refreshing off the decide path, into a daemon thread."""
+        if self._background is not None:
+            return
+        self._snapshot(force=True)
+
+        def loop() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    self.maintain()
+                except Exception:  # never let upkeep die; the next round retries
+                    log.exception("background maintenance failed")
+
+        self._background = threading.Thread(target=loop, name="crosspromo-maintenance", daemon=True)
+        self._background.start()
 
     # -- outcomes ----------------------------------------------------------------------
 
     def record(self, event: Mapping[str, Any] | Event) -> bool:
-        """Apply one event; True if new, False if its `event_id` was already recorded.
+        """Apply one event; True if new (or spooled), False if its `event_id` was already recorded.
         Raises `EventError` with the reason for an invalid event."""
         summary = self.ingest([event])
         if summary.rejected:
             raise EventError(summary.rejected[0][1])
-        return summary.accepted == 1
+        return summary.accepted + summary.spooled == 1
 
     def ingest(self, events: Iterable[Mapping[str, Any] | Event | RawRow],
                progress: Callable[[int], None] | None = None) -> IngestSummary:
         """Apply events in chunks of one transaction each. Bad events are reported by line
         (`RawRow.line`, else their 1-based position) and skipped; good ones are kept."""
-        self.flush()
+        if self._background is None:
+            self.flush()
         summary = IngestSummary()
         chunk: list[tuple[int, Event]] = []
         for position, item in enumerate(events, start=1):
@@ -367,17 +536,44 @@ class Engine:
             return
         known = self._snapshot()
         if any(ev.experiment not in known for _, ev in chunk):
-            known = self._snapshot_now()
-        outcome = self.store.apply_events(chunk, {k: v.stored for k, v in known.items()})
-        summary.accepted += outcome.accepted
-        summary.duplicates += outcome.duplicates
-        summary.rejected += outcome.rejected
+            known = self._snapshot(force=True)
+        stored = {k: v.stored for k, v in known.items()}
+        try:
+            if self._background is not None:
+                self.flush()  # conversions may name decisions still in the buffer
+            outcome = self.store.apply_events(chunk, stored)
+        except Exception as exc:
+            if self.spool is None or not is_unavailable(exc):
+                raise
+            self._store_failed(exc, "recording events")
+            self._spool_events(chunk, stored, summary)
+        else:
+            self._store_ok()
+            summary.accepted += outcome.accepted
+            summary.duplicates += outcome.duplicates
+            summary.rejected += outcome.rejected
         with self._lock:
             for _, ev in chunk:
                 if ev.experiment in known:
                     known[ev.experiment].observations_since += 1
         if progress is not None:
             progress(len(chunk))
+
+    def _spool_events(self, chunk: list[tuple[int, Event]], known: dict[str, StoredExperiment],
+                      summary: IngestSummary) -> None:
+        """Keep the events the snapshot can vouch for; the rest are rejected now, not on replay."""
+        keep = []
+        for index, ev in chunk:
+            exp = known.get(ev.experiment)
+            if exp is None:
+                summary.rejected.append((index, f"experiment: unknown experiment {ev.experiment!r}"))
+            elif ev.arm is not None and ev.arm not in exp.spec.arm_keys:
+                summary.rejected.append((index, f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}"))
+            else:
+                keep.append({"kind": "event", "event": ev.model_dump(mode="json")})
+        assert self.spool is not None
+        self.spool.append(keep)
+        summary.spooled += len(keep)
 
     # -- reports -----------------------------------------------------------------------
 
@@ -386,3 +582,13 @@ class Engine:
         stored = self.experiment(key)
         spec = stored.spec
         return stored, self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+
+
+def _exposure_record(e: Exposure) -> dict[str, Any]:
+    return {f: (v.isoformat() if isinstance(v, datetime) else v) for f, v in vars(e).items()}
+
+
+def _exposure_from_record(r: dict[str, Any]) -> Exposure:
+    values = {k: v for k, v in r.items() if k != "kind"}
+    values["ts"] = datetime.fromisoformat(values["ts"])
+    return Exposure(**values)

@@ -40,7 +40,7 @@ def bucket_ranges(weights: Sequence[float], coverage: float) -> list[tuple[float
     return ranges
 
 
-def choose_arm(b: float, ranges: Sequence[tuple[float, float]]) -> int | None:
+def arm_for_bucket(b: float, ranges: Sequence[tuple[float, float]]) -> int | None:
     """Index of the arm whose range holds bucket `b`, or None when `b` is outside coverage."""
     for i, (start, end) in enumerate(ranges):
         if start <= b < end:

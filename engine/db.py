@@ -17,6 +17,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import SQLModel
 
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -32,6 +33,13 @@ class StoreError(RuntimeError):
         self.hint = hint
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the store cannot be reached now (as opposed to a bad statement)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 def create_engine(url: str) -> SAEngine:
     """A SQLAlchemy engine for `url`, with the tables created if missing."""
     hint = "use sqlite:///path.db or postgresql+psycopg://user@host/db"
@@ -43,7 +51,8 @@ def create_engine(url: str) -> SAEngine:
             )
             _tune_sqlite(sa)
         else:
-            sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                                  connect_args={"connect_timeout": 3})
     except Exception as exc:  # sqlalchemy raises several kinds for a bad URL or missing driver
         raise StoreError(f"invalid database URL {url!r}: {exc}", hint) from None
     try:

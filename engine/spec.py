@@ -103,6 +103,8 @@ class Traffic(Model):
     coverage: Probability = 1.0
     seed: str | None = None
     phase: Annotated[int, Field(ge=1)] = 1
+    # Bandits only (A/B units are sticky by their hash): a unit keeps its first arm.
+    sticky: bool = False
 
 
 class Eligibility(Model):

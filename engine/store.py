@@ -12,13 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
+import numpy as np
+from sqlalchemy import Connection, RowMapping, bindparam, case, func, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine.db import create_engine, insert_if_absent, read, write
 from engine.events import Event, EventError, utcnow
 from engine.spec import ExperimentSpec, Kind, MetricType, Status
-from engine.tables import ArmStatsRow, DecisionRow, EventRow, ExperimentRow, ExperimentVersionRow
+from engine.tables import (
+    ArmStatsRow,
+    AssignmentRow,
+    DecisionRow,
+    EventRow,
+    ExperimentRow,
+    ExperimentVersionRow,
+)
 from policies.stats import BinaryStats, MeanStats
 
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
@@ -26,6 +34,7 @@ VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
 DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 
 Action = Literal["create", "update", "unchanged", "refused"]
 
@@ -55,6 +64,10 @@ _MARK_CONVERTED = (
     .values(converted=True, value=bindparam("new_value"))
 )
 _DECISION_EXISTS = select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id == bindparam("decision_id"))
+_ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
+    ASSIGNMENTS.c.experiment == bindparam("experiment"), ASSIGNMENTS.c.phase == bindparam("phase"),
+    ASSIGNMENTS.c.unit == bindparam("unit"),
+)
 _EVENT_EXISTS = select(EVENTS.c.event_id).where(EVENTS.c.event_id == bindparam("event_id"))
 
 
@@ -153,6 +166,22 @@ class Store:
     def close(self) -> None:
         self.sa.dispose()
 
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        with read(self.sa) as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def claim_assignment(self, key: str, phase: int, unit: str, arm: str, propensity: float) -> tuple[str, float]:
+        """Store `arm` as the unit's sticky arm unless one exists; returns the arm that holds.
+
+        Insert-if-absent makes concurrent first decisions on several replicas agree."""
+        row = dict(experiment=key, phase=phase, unit=unit, arm=arm, propensity=propensity, ts=utcnow())
+        with write(self.sa) as conn:
+            if insert_if_absent(conn, ASSIGNMENTS, row):
+                return arm, propensity
+            held = conn.execute(_ASSIGNMENT, {"experiment": key, "phase": phase, "unit": unit}).one()
+            return held.arm, held.propensity
+
     # -- experiments ------------------------------------------------------------------
 
     def experiments(self) -> dict[str, StoredExperiment]:
@@ -216,6 +245,34 @@ class Store:
             if a in by_arm else ArmAggregate(a, 0, 0, 0.0, 0.0)
             for a in arms
         ]
+
+    def recent_sums(self, key: str, phase: int, arms: Sequence[str], limit: int, bucket: int) -> np.ndarray:
+        """Sums over the `limit` most recent exposures, by arm and by age bucket of `bucket` exposures.
+
+        Shape (arms, ceil(limit / bucket), 4): exposures, conversions, total, total_sq; bucket 0
+        holds the newest exposures. Forgetful bandits (window, discount) weigh the buckets.
+        """
+        d = DECISIONS.c
+        recent = (select(d.arm, d.converted, d.value, d.ts, d.decision_id)
+                  .where(d.experiment == key, d.phase == phase)
+                  .order_by(d.ts.desc(), d.decision_id.desc()).limit(limit).subquery())
+        ranked = select(
+            recent.c.arm, recent.c.converted, recent.c.value,
+            ((func.row_number().over(order_by=(recent.c.ts.desc(), recent.c.decision_id.desc())) - 1) // bucket)
+            .label("age"),
+        ).subquery()
+        query = select(
+            ranked.c.arm, ranked.c.age, func.count(),
+            func.sum(case((ranked.c.converted, 1), else_=0)),
+            func.sum(ranked.c.value), func.sum(ranked.c.value * ranked.c.value),
+        ).group_by(ranked.c.arm, ranked.c.age)
+        index = {a: i for i, a in enumerate(arms)}
+        out = np.zeros((len(arms), -(-limit // bucket), 4))
+        with read(self.sa) as conn:
+            for arm, age, n, conversions, total, total_sq in conn.execute(query):
+                if arm in index:
+                    out[index[arm], int(age)] = (n, conversions, total or 0.0, total_sq or 0.0)
+        return out
 
     # -- exposures ---------------------------------------------------------------------
 

@@ -87,3 +87,16 @@ class EventRow(SQLModel, table=True):
     value: float | None = None
     ts: datetime
     received_at: datetime
+
+
+class AssignmentRow(SQLModel, table=True):
+    """A sticky unit's arm: the first decision wins, later ones (on any replica) reuse it."""
+
+    __tablename__ = "assignments"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    unit: str = Field(primary_key=True, max_length=256)
+    arm: str = Field(max_length=128)
+    propensity: float
+    ts: datetime

@@ -7,7 +7,7 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.assignment import bucket, bucket_ranges, choose_arm, fnv1a32
+from engine.assignment import arm_for_bucket, bucket, bucket_ranges, fnv1a32
 
 # Hash version 2 vectors [seed, value, expected] from GrowthBook's SDK test suite
 # (growthbook/growthbook-python tests/cases.json, "hash" section, version 2 rows).
@@ -72,8 +72,8 @@ weights_st = st.lists(st.integers(min_value=0, max_value=100), min_size=2, max_s
 def test_raising_coverage_only_adds_units(weights: list[float], low: float, high: float, unit: str) -> None:
     low, high = min(low, high), max(low, high)
     b = bucket("exp", unit)
-    before = choose_arm(b, bucket_ranges(weights, low))
-    after = choose_arm(b, bucket_ranges(weights, high))
+    before = arm_for_bucket(b, bucket_ranges(weights, low))
+    after = arm_for_bucket(b, bucket_ranges(weights, high))
     if before is not None:
         assert after == before
 
@@ -83,7 +83,7 @@ def test_split_follows_weights() -> None:
     counts = [0, 0, 0]
     n = 20_000
     for i in range(n):
-        arm = choose_arm(bucket("split-check", f"u{i}"), ranges)
+        arm = arm_for_bucket(bucket("split-check", f"u{i}"), ranges)
         assert arm is not None
         counts[arm] += 1
     # Binomial sd at n=20000 is < 0.0036; 5 sd tolerance.

@@ -1,0 +1,67 @@
+"""A bounded, durable local spool for writes the store could not take (it was unreachable).
+
+Records are JSON lines appended to one file and fsync'ed before `append` returns, so a
+process killed right after loses nothing it had acknowledged. `drain` hands every record to
+a writer and truncates the file only after the writer succeeded; writers are idempotent
+(exposures by `decision_id`, events by `event_id`), so a crash mid-drain replays safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class SpoolFullError(RuntimeError):
+    """The spool reached its size bound; the caller should retry later."""
+
+
+class Spool:
+    def __init__(self, path: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        with self._lock:
+            if self.size() + len(data) > self.max_bytes:
+                raise SpoolFullError(f"local spool {self.path} is full ({self.max_bytes:,} bytes)")
+            with self.path.open("ab") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def drain(self, write: Callable[[list[dict[str, Any]]], None]) -> int:
+        """Pass every spooled record to `write` (in order); returns how many were drained."""
+        with self._lock:
+            if self.size() == 0:
+                return 0
+            with self.path.open("rb") as fh:
+                lines = [line for line in fh if line.strip()]
+            records = []
+            for i, line in enumerate(lines):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    if i != len(lines) - 1:
+                        raise
+                    # A torn last line: its append never returned, so nobody was told it was kept.
+            write(records)
+            with self.path.open("wb") as fh:
+                fh.flush()
+                os.fsync(fh.fileno())
+            return len(records)
