@@ -302,6 +302,31 @@ def demo(
         out.print("  " + verdict_line(r.to_dict()), markup=False)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: configs/engine.yaml].")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (each keeps its own snapshot).")] = 1,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without API keys (local use).")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed bandit draws (one worker: reproducible).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Serve decisions and events over HTTP (FastAPI; OpenAPI at /docs)."""
+    import os
+
+    import uvicorn
+
+    config = load_config()
+    if db:
+        os.environ["CROSSPROMO_DATABASE_URL"] = db
+    if no_auth:
+        os.environ["CROSSPROMO_NO_AUTH"] = "1"
+    if seed is not None:
+        os.environ["CROSSPROMO_SEED"] = str(seed)
+    uvicorn.run("engine.server:app_from_env", factory=True, host=host or config.server_host,
+                port=port or config.server_port, workers=workers, log_level="warning", access_log=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="crosspromo")
 

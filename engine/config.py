@@ -24,6 +24,9 @@ class EngineConfig:
     server_port: int = 8080
     admin_key_env: str = "CROSSPROMO_ADMIN_KEY"
     decide_key_env: str = "CROSSPROMO_DECIDE_KEY"
+    max_body_bytes: int = 1024 * 1024
+    spool_dir: Path = Path(".crosspromo-spool")
+    spool_max_bytes: int = 64 * 1024 * 1024
 
 
 def load_config(path: Path = CONFIG_PATH) -> EngineConfig:
@@ -48,4 +51,7 @@ def load_config(path: Path = CONFIG_PATH) -> EngineConfig:
         server_port=int(server.get("port", defaults.server_port)),
         admin_key_env=str(keys.get("admin_env", defaults.admin_key_env)),
         decide_key_env=str(keys.get("decide_env", defaults.decide_key_env)),
+        max_body_bytes=int(server.get("max_body_bytes", defaults.max_body_bytes)),
+        spool_dir=Path(server.get("spool_dir") or defaults.spool_dir),
+        spool_max_bytes=int(server.get("spool_max_bytes", defaults.spool_max_bytes)),
     )

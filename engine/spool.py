@@ -8,12 +8,13 @@ a writer and truncates the file only after the writer succeeded; writers are ide
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class SpoolFullError(RuntimeError):
@@ -25,7 +26,22 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._owner: IO[bytes] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def take_ownership(self) -> bool:
+        """Lock the file for this process's lifetime (released when it exits, even by SIGKILL).
+
+        False if another live process holds it: a spool that can be taken is an orphan.
+        """
+        fh = self.path.open("ab")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._owner = fh
+        return True
 
     def size(self) -> int:
         try:

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.api import Engine
+from engine.server import ApiKeys, create_app
+from tests.samples import AB_YAML, BANDIT_YAML, write_yaml
+
+ADMIN, DECIDE = {"Authorization": "Bearer admin-secret"}, {"Authorization": "Bearer decide-secret"}
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    stopped = AB_YAML.replace("key: landing", "key: retired").replace("status: running", "status: stopped\nwinner: curated")
+    paths = [write_yaml(tmp_path, "l.yaml", AB_YAML), write_yaml(tmp_path, "b.yaml", BANDIT_YAML),
+             write_yaml(tmp_path, "r.yaml", stopped)]
+    engine = Engine.open(db_url, seed=0)
+    engine.apply(paths)
+    app = create_app(engine, ApiKeys(admin="admin-secret", decide="decide-secret"), max_body_bytes=64 * 1024)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_decide_record_report(client: TestClient) -> None:
+    r = client.post("/v1/experiments/landing/decisions", json={"unit": "u1"}, headers=DECIDE)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["reason"] == "SPLIT" and d["arm"] in ("control", "curated") and d["propensity"] == 0.5
+    events = [{"event_id": "e1", "experiment": "landing", "decision_id": d["decision_id"]},
+              {"event_id": "e1", "experiment": "landing", "decision_id": d["decision_id"]},
+              {"event_id": "e2", "experiment": "landing", "unit": "u1", "value": -1},
+              {"event_id": "e3", "experiment": "ghost", "unit": "u1"}]
+    r = client.post("/v1/events", json={"events": events}, headers=DECIDE)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["accepted"], answer["duplicates"]) == (1, 1)
+    assert [x["index"] for x in answer["rejected"]] == [2, 3]
+    assert ">= 0" in answer["rejected"][0]["error"] and "unknown experiment" in answer["rejected"][1]["error"]
+    report = client.get("/v1/experiments/landing/report", headers=ADMIN).json()
+    assert sum(a["exposures"] for a in report["arms"]) == 1 and sum(a["conversions"] for a in report["arms"]) == 1
+    listing = client.get("/v1/experiments", headers=ADMIN).json()
+    assert {e["key"] for e in listing} == {"landing", "channels", "retired"}
+
+
+def test_batch_decisions(client: TestClient) -> None:
+    units = [{"unit": f"u{i}", "context": {"opted_in": ["email", "sms"]}} for i in range(100)]
+    r = client.post("/v1/experiments/channels/decisions:batch", json={"units": units}, headers=DECIDE)
+    assert r.status_code == 200, r.text
+    decisions = r.json()["decisions"]
+    assert len(decisions) == 100 and {d["channel"] for d in decisions} <= {"email", "sms"}
+    assert all(d["reason"] == "BANDIT" and 0 < d["propensity"] <= 1 for d in decisions)
+
+
+def test_stopped_experiment_answers_200_with_the_winner_and_logs_nothing(client: TestClient) -> None:
+    r = client.post("/v1/experiments/retired/decisions", json={"unit": "u1"}, headers=DECIDE)
+    assert r.status_code == 200 and r.json()["reason"] == "STOPPED" and r.json()["arm"] == "curated"
+    report = client.get("/v1/experiments/retired/report", headers=ADMIN).json()
+    assert sum(a["exposures"] for a in report["arms"]) == 0
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "status", "reason"), [
+    ("post", "/v1/experiments/landing/decisions", {}, {"unit": "u"}, 401, "missing API key"),
+    ("post", "/v1/experiments/landing/decisions", {"Authorization": "Bearer nope"}, {"unit": "u"}, 401, "invalid"),
+    ("post", "/v1/experiments/landing/decisions", {"Authorization": "Basic decide-secret"}, {"unit": "u"}, 401, ""),
+    ("get", "/v1/experiments/landing/report", DECIDE, None, 403, "decide"),
+    ("get", "/v1/experiments", DECIDE, None, 403, "decide"),
+    ("post", "/v1/experiments/ghost/decisions", DECIDE, {"unit": "u"}, 404, "unknown experiment"),
+    ("get", "/v1/experiments/ghost/report", ADMIN, None, 404, "unknown experiment"),
+    ("post", "/v1/experiments/landing/decisions", DECIDE, {"unit": ""}, 422, "unit"),
+    ("post", "/v1/experiments/landing/decisions", DECIDE, {"unit": "u", "colour": 1}, 422, "colour"),
+    ("post", "/v1/experiments/landing/decisions", DECIDE, [1, 2], 422, "body"),
+    ("post", "/v1/events", DECIDE, {"events": []}, 422, "events"),
+    ("post", "/v1/experiments/landing/decisions:batch", DECIDE, {"units": [{"unit": 5}]}, 422, "unit"),
+])
+def test_refusals_have_status_and_reason(client: TestClient, method: str, path: str, headers: dict,
+                                         body: object, status: int, reason: str) -> None:
+    r = client.request(method, path, headers=headers, json=body)
+    assert r.status_code == status, r.text
+    assert reason in r.json()["error"]
+
+
+def test_nan_infinity_and_oversized_bodies_are_refused(client: TestClient) -> None:
+    for text in ('{"unit": "u", "context": {"x": NaN}}', '{"unit": "u", "context": {"x": Infinity}}', "{bad"):
+        r = client.post("/v1/experiments/landing/decisions", content=text, headers=DECIDE)
+        assert r.status_code == 422 and "not valid JSON" in r.json()["error"]
+    big = json.dumps({"events": [{"event_id": "x" * 100, "experiment": "landing", "unit": "u"}] * 1000})
+    r = client.post("/v1/events", content=big, headers=DECIDE)
+    assert r.status_code == 413 and "over" in r.json()["error"]
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/v1/experiments/landing/decisions", "/v1/experiments/channels/decisions:batch",
+                             "/v1/events", "/v1/experiments/zzz/decisions"]),
+       body=json_values | st.fixed_dictionaries({"events": st.lists(json_values, max_size=3)})
+       | st.fixed_dictionaries({"unit": json_values, "context": json_values}))
+def test_no_body_ever_gets_a_5xx(client: TestClient, path: str, body: object) -> None:
+    r = client.post(path, json=body, headers=DECIDE)
+    assert r.status_code < 500, (r.status_code, r.text)
