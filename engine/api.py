@@ -51,6 +51,7 @@ log = logging.getLogger("crosspromo")
 SPEC_REFRESH_SECONDS = 5.0
 INGEST_CHUNK = 500
 STICKY_CACHE_SIZE = 100_000
+SPOOL_WAIT_FOR_EXPOSURE = 600.0  # seconds a spooled conversion waits for its exposure to arrive
 # Discounted sums ignore outcomes whose weight fell below this share of a fresh one.
 DISCOUNT_CUTOFF = 0.01
 
@@ -451,15 +452,27 @@ class Engine:
             return 0
         return self.spool.drain(self._replay)
 
-    def _replay(self, records: list[dict[str, Any]]) -> None:
+    def _replay(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write spooled records; returns the conversions to keep for later.
+
+        Another replica may still hold the exposure a conversion names in its own spool, so
+        such conversions wait (up to SPOOL_WAIT_FOR_EXPOSURE) instead of being dropped.
+        """
         exposures = [_exposure_from_record(r) for r in records if r["kind"] == "exposure"]
         self.store.log_exposures(exposures)
         events = [(i, parse_event(r["event"])) for i, r in enumerate(records) if r["kind"] == "event"]
         known = {k: v.stored for k, v in self._snapshot().items()}
+        keep = []
+        now = time.time()
         for start in range(0, len(events), INGEST_CHUNK):
             outcome = self.store.apply_events(events[start:start + INGEST_CHUNK], known)
             for index, reason in outcome.rejected:
-                log.warning("spooled event %s rejected on replay: %s", records[index]["event"].get("event_id"), reason)
+                record = records[index]
+                if index in outcome.missing and now - record["spooled_at"] < SPOOL_WAIT_FOR_EXPOSURE:
+                    keep.append(record)
+                else:
+                    log.warning("spooled event %s rejected on replay: %s", record["event"].get("event_id"), reason)
+        return keep
 
     def maintain(self) -> None:
         """One round of background upkeep: flush, drain the spool, refresh snapshot and weights."""
@@ -570,7 +583,7 @@ class Engine:
             elif ev.arm is not None and ev.arm not in exp.spec.arm_keys:
                 summary.rejected.append((index, f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}"))
             else:
-                keep.append({"kind": "event", "event": ev.model_dump(mode="json")})
+                keep.append({"kind": "event", "event": ev.model_dump(mode="json"), "spooled_at": time.time()})
         assert self.spool is not None
         self.spool.append(keep)
         summary.spooled += len(keep)

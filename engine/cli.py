@@ -303,6 +303,46 @@ def demo(
 
 
 @app.command()
+def simulate(
+    experiment: Annotated[str, typer.Argument(help="Key of a bandit experiment in experiments/.")],
+    users: Annotated[int, typer.Option(help="Simulated users (decisions).")] = 100_000,
+    truth: Annotated[list[str] | None, typer.Option(help="ARM=RATE (revenue: ARM=RATE:MEAN_VALUE); repeatable "
+                                                         "[default: configs/demo.yaml].")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the population and the policy.")] = 0,
+    drift: Annotated[list[str] | None, typer.Option(help="'swap' (best and worst arm swap halfway) or "
+                                                         "STEP:ARM=RATE,...; repeatable.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="DIR", file_okay=False,
+                                              help="Write regret and weight PNGs to DIR.")] = None,
+    fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
+    paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
+) -> None:
+    """Run an experiment's declared policy against a simulated population: conversions, regret, weights."""
+    from engine.demo import load_truth
+    from engine.simulation import parse_drift, parse_truth, plot_simulation, run_simulation
+
+    with errors():
+        specs = {s.key: s for s in load_specs(default_paths(paths))}
+        if experiment not in specs:
+            raise ValueError(f"no experiment {experiment!r} in {', '.join(map(str, default_paths(paths)))}")
+        spec = specs[experiment]
+        demo = Path("configs/demo.yaml")
+        defaults = load_truth(demo)["experiments"].get(experiment) if demo.exists() else None
+        true = parse_truth(spec, truth or [], defaults)
+        report = run_simulation(spec, true, users, seed, parse_drift(spec, true, drift or [], users))
+    data = report.to_dict()
+    if fmt is DecideFormat.JSON:
+        print_json(data)
+    else:
+        out.print(f"{experiment}: {data['users']:,} users, {data['conversions']:,.1f} conversions, "
+                  f"regret {data['regret']:,.1f} against the best arm ({data['best_arm']})", markup=False)
+        for arm, w in data["weights"].items():
+            out.print(f"  {arm:24} weight {w:6.1%}   decisions {data['pulls'][arm]:>9,}", markup=False)
+    if plot is not None:
+        for path in plot_simulation(report, plot):
+            err.print(f"wrote {path}", markup=False)
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: configs/engine.yaml].")] = None,

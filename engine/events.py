@@ -24,6 +24,10 @@ class EventError(ValueError):
     """An event that cannot be applied; the message says why."""
 
 
+class MissingExposureError(EventError):
+    """A conversion whose exposure is not in the store (yet: it may still sit in a spool)."""
+
+
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -52,7 +52,7 @@ class Spool:
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
             return
-        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        data = _encode(records)
         with self._lock:
             if self.size() + len(data) > self.max_bytes:
                 raise SpoolFullError(f"local spool {self.path} is full ({self.max_bytes:,} bytes)")
@@ -61,8 +61,9 @@ class Spool:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    def drain(self, write: Callable[[list[dict[str, Any]]], None]) -> int:
-        """Pass every spooled record to `write` (in order); returns how many were drained."""
+    def drain(self, write: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> int:
+        """Pass every spooled record to `write` (in order), which returns those to keep for a
+        later drain; returns how many records left the spool."""
         with self._lock:
             if self.size() == 0:
                 return 0
@@ -76,8 +77,14 @@ class Spool:
                     if i != len(lines) - 1:
                         raise
                     # A torn last line: its append never returned, so nobody was told it was kept.
-            write(records)
+            keep = write(records)
+            data = _encode(keep)
             with self.path.open("wb") as fh:
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            return len(records)
+            return len(records) - len(keep)
+
+
+def _encode(records: Sequence[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, case, func, select, up
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine.db import create_engine, insert_if_absent, read, write
-from engine.events import Event, EventError, utcnow
+from engine.events import Event, EventError, MissingExposureError, utcnow
 from engine.spec import ExperimentSpec, Kind, MetricType, Status
 from engine.tables import (
     ArmStatsRow,
@@ -125,9 +125,12 @@ class ArmAggregate:
 
 @dataclass
 class EventOutcome:
+    """`missing` lists the indexes among `rejected` whose exposure was not found."""
+
     accepted: int = 0
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    missing: set[int] = field(default_factory=set)
 
 
 def _changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
@@ -301,6 +304,8 @@ class Store:
                     applied = self._apply_event(conn, ev, experiments)
                 except EventError as exc:
                     outcome.rejected.append((index, str(exc)))
+                    if isinstance(exc, MissingExposureError):
+                        outcome.missing.add(index)
                     continue
                 if applied:
                     outcome.accepted += 1
@@ -370,8 +375,8 @@ class Store:
         row = found.mappings().first()
         if row is None:
             if ev.decision_id is not None:
-                raise EventError(f"decision_id: no decision {ev.decision_id!r} was logged")
-            raise EventError(f"unit: no exposure of unit {ev.unit!r} was logged in {ev.experiment!r}")
+                raise MissingExposureError(f"decision_id: no decision {ev.decision_id!r} was logged")
+            raise MissingExposureError(f"unit: no exposure of unit {ev.unit!r} was logged in {ev.experiment!r}")
         if row["experiment"] != ev.experiment:
             raise EventError(f"decision_id: decision {ev.decision_id!r} belongs to {row['experiment']!r}")
         if ev.arm is not None and row["arm"] != ev.arm:

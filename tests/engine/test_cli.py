@@ -121,3 +121,26 @@ def test_errors_are_one_line_without_traceback(workdir: Path) -> None:
     assert "hint:" in result.output
     result = run("decide", "landing", "--unit", "u", "--db", "nosuchdriver://x")
     assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_simulate_prints_json_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    result = run("simulate", "art-training-crosspromo", "--users", "20000", "--format", "json", "--seed", "3",
+                 "--plot", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["users"] == 20000 and data["best_arm"] == "watercolour-push"
+    assert set(data) >= {"users", "conversions", "best_arm", "regret", "weights"}
+    assert abs(sum(data["weights"].values()) - 1) < 1e-9
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "art-training-crosspromo-simulated-regret.png", "art-training-crosspromo-simulated-weights.png"]
+    again = json.loads(run("simulate", "art-training-crosspromo", "--users", "20000", "--format", "json",
+                           "--seed", "3").stdout)
+    assert again == data
+    drift = run("simulate", "music-course-channels", "--users", "20000", "--drift", "10000:guitar-email=0.2",
+                "--format", "json")
+    assert drift.exit_code == 0 and json.loads(drift.stdout)["best_arm"] == "guitar-email"
+    bad = run("simulate", "education-bundle-revenue")
+    assert bad.exit_code == 1 and "A/B test" in bad.output
+    bad = run("simulate", "music-course-channels", "--truth", "nope=0.1")
+    assert bad.exit_code == 1 and "ARM=RATE" in bad.output
