@@ -564,7 +564,12 @@ class Engine:
             self._store_ok()
             summary.accepted += outcome.accepted
             summary.duplicates += outcome.duplicates
-            summary.rejected += outcome.rejected
+            if self.spool is not None and outcome.missing:
+                # The exposure may still be in another replica's buffer or spool: wait for it.
+                waiting = [(i, ev) for i, ev in chunk if i in outcome.missing]
+                self._spool_events(waiting, stored, summary)
+            summary.rejected += [(i, reason) for i, reason in outcome.rejected if i not in outcome.missing
+                                 or self.spool is None]
         with self._lock:
             for _, ev in chunk:
                 if ev.experiment in known:

@@ -6,15 +6,15 @@ at any point leaves them equal to what a recount of the raw rows would give.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from sqlalchemy import Connection, RowMapping, bindparam, case, func, select, update
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import DBAPIError
 
 from engine.db import create_engine, insert_if_absent, read, write
 from engine.events import Event, EventError, MissingExposureError, utcnow
@@ -37,6 +37,10 @@ EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 
 Action = Literal["create", "update", "unchanged", "refused"]
+T = TypeVar("T")
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again.
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+DEADLOCK_RETRIES = 5
 
 # Statements are built once: building SQLAlchemy expressions per event costs more than running them.
 _S = ARM_STATS.c
@@ -283,25 +287,26 @@ class Store:
         """Write buffered exposures and their counts in one transaction; returns how many were new."""
         if not exposures:
             return 0
-        counts: Counter[tuple[str, int, str]] = Counter()
-        with write(self.sa) as conn:
+        def work(conn: Connection) -> int:
+            deltas = _Deltas()
             for e in exposures:
                 if insert_if_absent(conn, DECISIONS, _decision_values(e)):
-                    counts[(e.experiment, e.phase, e.arm)] += 1
-            for (key, phase, arm), n in counts.items():
-                _bump(conn, key, phase, arm, exposures=n)
-        return sum(counts.values())
+                    deltas.add(e.experiment, e.phase, e.arm, exposures=1)
+            deltas.apply(conn)
+            return deltas.exposures
+
+        return self._transaction(work)
 
     # -- events ------------------------------------------------------------------------
 
     def apply_events(self, events: Sequence[tuple[int, Event]], experiments: dict[str, StoredExperiment]) -> EventOutcome:
         """Apply validated events in one transaction. Each is accepted, a duplicate (its
         `event_id` was seen before: nothing changes) or rejected with its index and reason."""
-        outcome = EventOutcome()
-        with write(self.sa) as conn:
+        def work(conn: Connection) -> EventOutcome:
+            outcome, deltas = EventOutcome(), _Deltas()
             for index, ev in events:
                 try:
-                    applied = self._apply_event(conn, ev, experiments)
+                    applied = self._apply_event(conn, ev, experiments, deltas)
                 except EventError as exc:
                     outcome.rejected.append((index, str(exc)))
                     if isinstance(exc, MissingExposureError):
@@ -311,9 +316,24 @@ class Store:
                     outcome.accepted += 1
                 else:
                     outcome.duplicates += 1
-        return outcome
+            deltas.apply(conn)
+            return outcome
 
-    def _apply_event(self, conn: Connection, ev: Event, experiments: dict[str, StoredExperiment]) -> bool:
+        return self._transaction(work)
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one write transaction, again if the database chose it as a deadlock victim."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                with write(self.sa) as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) not in RETRY_SQLSTATES or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_event(self, conn: Connection, ev: Event, experiments: dict[str, StoredExperiment],
+                     deltas: _Deltas) -> bool:
         exp = experiments.get(ev.experiment)
         if exp is None:
             raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
@@ -335,7 +355,7 @@ class Store:
             exposure = Exposure(decision_id, exp.spec.key, exp.version, exp.phase,
                                 ev.unit or "", arm.key, arm.channel.value, None, None, "IMPORTED", ts)
             conn.execute(DECISIONS.insert().values(**_decision_values(exposure)))
-            _bump(conn, exp.spec.key, exp.phase, arm.key, exposures=1)
+            deltas.add(exp.spec.key, exp.phase, arm.key, exposures=1)
             return True
 
         decision = self._decision_for(conn, ev, exp)
@@ -348,7 +368,7 @@ class Store:
         before = decision["value"]
         after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
         conn.execute(_MARK_CONVERTED, {"b_decision_id": decision["decision_id"], "new_value": after})
-        _bump(conn, exp.spec.key, decision["phase"], decision["arm"],
+        deltas.add(exp.spec.key, decision["phase"], decision["arm"],
               conversions=0 if decision["converted"] else 1,
               total=after - before, total_sq=after * after - before * before)
         return True
@@ -398,8 +418,27 @@ def _decision_values(e: Exposure) -> dict[str, object]:
                 reason=e.reason, ts=e.ts, converted=False, value=0.0)
 
 
-def _bump(conn: Connection, key: str, phase: int, arm: str, exposures: int = 0, conversions: int = 0,
-          total: float = 0.0, total_sq: float = 0.0) -> None:
-    """Atomic increments: concurrent writers on PostgreSQL never lose an update."""
-    conn.execute(_BUMP, {"b_key": key, "b_phase": phase, "b_arm": arm, "d_exposures": exposures,
-                         "d_conversions": conversions, "d_total": total, "d_total_sq": total_sq})
+class _Deltas:
+    """Aggregate increments of one transaction, applied at its end in a fixed (sorted) order:
+    two transactions never lock the same arm rows in opposite orders, so they cannot deadlock."""
+
+    def __init__(self) -> None:
+        self._by_arm: dict[tuple[str, int, str], list[float]] = {}
+
+    def add(self, key: str, phase: int, arm: str, exposures: int = 0, conversions: int = 0,
+            total: float = 0.0, total_sq: float = 0.0) -> None:
+        d = self._by_arm.setdefault((key, phase, arm), [0, 0, 0.0, 0.0])
+        d[0] += exposures
+        d[1] += conversions
+        d[2] += total
+        d[3] += total_sq
+
+    @property
+    def exposures(self) -> int:
+        return int(sum(d[0] for d in self._by_arm.values()))
+
+    def apply(self, conn: Connection) -> None:
+        """Atomic increments (`SET n = n + :d`): concurrent writers never lose an update."""
+        for (key, phase, arm), (n, c, t, t2) in sorted(self._by_arm.items()):
+            conn.execute(_BUMP, {"b_key": key, "b_phase": phase, "b_arm": arm, "d_exposures": int(n),
+                                 "d_conversions": int(c), "d_total": t, "d_total_sq": t2})
