@@ -33,16 +33,12 @@ list[Row]` and append it to `MEASUREMENTS`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 import timeit
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +54,7 @@ from policies.registry import Policy  # noqa: E402
 from policies.simulate import Truth, TruthChange, potential_outcomes, simulate, swap_best_worst  # noqa: E402
 from policies.stats import BinaryStats  # noqa: E402
 from policies.thompson import ThompsonSampling  # noqa: E402
+from tests.benchmarks.harness import Row, print_table, versus, write_report  # noqa: E402
 
 ARMS = 10
 SETTINGS = {"others 0.40": Truth((0.5,) + (0.4,) * (ARMS - 1)), "others 0.48": Truth((0.5,) + (0.48,) * (ARMS - 1))}
@@ -75,38 +72,6 @@ class Config:
     @property
     def update_every(self) -> int:
         return self.users // 100
-
-
-@dataclass(frozen=True)
-class Row:
-    measurement: str
-    ours: float
-    unit: str
-    peer: float | None = None
-    peer_name: str | None = None
-    target: str | None = None
-    passed: bool | None = None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return None if self.peer is None else self.ours / self.peer
-
-
-def versus(
-    measurement: str,
-    ours: float,
-    peer: float,
-    unit: str,
-    peer_name: str,
-    *,
-    max_ratio: float | None = None,
-    note: str = "",
-) -> Row:
-    """A row comparing with a peer; the target, if any, bounds ours / peer from above."""
-    target = None if max_ratio is None else f"ratio <= {max_ratio:g}"
-    passed = None if max_ratio is None else ours / peer <= max_ratio
-    return Row(measurement, ours, unit, peer, peer_name, target, passed, note)
 
 
 def median_seconds(call: Callable[[], object], number: int, repeats: int) -> float:
@@ -330,40 +295,34 @@ def measure_nonstationary(config: Config) -> list[Row]:
     ]
 
 
+def measure_engine_decide(config: Config) -> list[Row]:
+    """`Engine.decide` end to end on the shipped Thompson experiment: hash, eligibility, draw,
+    exposure buffered and written in batches of 500 to a SQLite file (flushes included)."""
+    import tempfile
+
+    from engine.api import Engine
+
+    calls = 5_000 if config.quick else 50_000
+    with tempfile.TemporaryDirectory() as tmp, Engine.open(f"sqlite:///{tmp}/bench.db", seed=0) as engine:
+        engine.apply([REPO / "experiments" / "art-training-crosspromo.yaml"])
+        context = {"opted_in": ["email", "push", "in_app"]}
+        latencies = np.empty(calls)
+        for i in range(calls):
+            started = time.perf_counter_ns()
+            engine.decide("art-training-crosspromo", f"user-{i}", context)
+            latencies[i] = time.perf_counter_ns() - started
+    p50, p99 = np.percentile(latencies, [50, 99]) / 1000
+    note = f"{calls:,} calls with exposure logging to SQLite (batches of 500)"
+    return [Row("Engine.decide, p50", float(p50), "us", note=note), Row("Engine.decide, p99", float(p99), "us")]
+
+
 MEASUREMENTS: list[Callable[[Config], list[Row]]] = [
+    measure_engine_decide,
     measure_one_decision,
     measure_batch,
     measure_regret,
     measure_nonstationary,
 ]
-
-
-def format_number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("measurement", "ours", "peer", "unit", "ratio", "target", "ok")
-    lines = [
-        (
-            r.measurement,
-            format_number(r.ours),
-            format_number(r.peer),
-            r.unit,
-            format_number(r.ratio),
-            r.target or "-",
-            {True: "yes", False: "NO", None: "-"}[r.passed],
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
-    for line in (header, tuple("-" * w for w in widths), *lines):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)))
-    for r in rows:
-        if r.note:
-            print(f"- {r.measurement}: {r.note}" + (f"; peer = {r.peer_name}" if r.peer_name else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,21 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print_table(rows)
     print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    report = {
-        "benchmark": "bandits",
-        "command": "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else ""),
-        "config": asdict(config) | {"update_every": config.update_every},
-        "elapsed_s": round(elapsed, 1),
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            **{package: version(package) for package in ("numpy", "scipy", "mabwiser")},
-        },
-        "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, "bandits", "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else ""),
+                 rows, ("numpy", "scipy", "mabwiser"), config=asdict(config) | {"update_every": config.update_every},
+                 elapsed_s=round(elapsed, 1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,94 @@
+"""What every benchmark script shares: result rows, the printed table and the JSON report.
+
+A row holds our figure, the peer's measured in the same run (or a reference), the ratio
+ours / peer and the target from the issue, so each script prints and writes the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    measurement: str
+    ours: float
+    unit: str
+    peer: float | None = None
+    peer_name: str | None = None
+    target: str | None = None
+    passed: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.peer is None else self.ours / self.peer
+
+
+def versus(
+    measurement: str,
+    ours: float,
+    peer: float,
+    unit: str,
+    peer_name: str,
+    *,
+    max_ratio: float | None = None,
+    note: str = "",
+) -> Row:
+    """A row comparing with a peer; the target, if any, bounds ours / peer from above."""
+    target = None if max_ratio is None else f"ratio <= {max_ratio:g}"
+    passed = None if max_ratio is None else ours / peer <= max_ratio
+    return Row(measurement, ours, unit, peer, peer_name, target, passed, note)
+
+
+def format_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("measurement", "ours", "peer", "unit", "ratio", "target", "ok")
+    lines = [
+        (
+            r.measurement,
+            format_number(r.ours),
+            format_number(r.peer),
+            r.unit,
+            format_number(r.ratio),
+            r.target or "-",
+            {True: "yes", False: "NO", None: "-"}[r.passed],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    for line in (header, tuple("-" * w for w in widths), *lines):
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)))
+    for r in rows:
+        if r.note:
+            print(f"- {r.measurement}: {r.note}" + (f"; peer = {r.peer_name}" if r.peer_name else ""))
+
+
+def write_report(path: Path, name: str, command: str, rows: list[Row], packages: tuple[str, ...],
+                 **extra: Any) -> None:
+    """The JSON twin of the printed table, with the environment it was measured in."""
+    report = {
+        "benchmark": name,
+        "command": command,
+        **extra,
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            **{package: version(package) for package in packages},
+        },
+        "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
