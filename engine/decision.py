@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +32,10 @@ class Decision:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["reason"] = self.reason.value
-        return out
+        # Spelled out: dataclasses.asdict deep-copies and costs more than a whole decision.
+        return {
+            "experiment": self.experiment, "arm": self.arm, "channel": self.channel, "campaign": self.campaign,
+            "reason": self.reason.value, "in_experiment": self.in_experiment, "bucket": self.bucket,
+            "propensity": self.propensity, "decision_id": self.decision_id,
+            "experiment_version": self.experiment_version, "payload": dict(self.payload),
+        }

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.api import Engine, UnknownExperimentError
@@ -106,6 +106,12 @@ async def read_json(request: Request, model: type[BaseModel], max_bytes: int) ->
         raise ApiError(422, reasons) from None
 
 
+def json_response(data: Any, status: int = 200) -> Response:
+    """JSON without FastAPI's per-field encoder (our payloads are plain dicts already)."""
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    return Response(body, status, media_type="application/json")
+
+
 def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024, auth: bool = True) -> FastAPI:
     """The service's routes over `engine`. With `auth=False` every request is admin (local use only)."""
 
@@ -153,19 +159,26 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         except (EventError, ValueError) as exc:
             raise ApiError(422, str(exc)) from None
 
+    async def off_loop(fn: Callable[..., Any], key: str, *args: Any) -> Any:
+        """Decisions run on the event loop (no I/O: snapshot and buffer), except a sticky
+        bandit's first decision per unit, which claims its arm in the store: in a thread."""
+        if call(engine.experiment, key).spec.traffic.sticky:
+            return await run_in_threadpool(call, fn, key, *args)
+        return call(fn, key, *args)
+
     @app.post("/v1/experiments/{key}/decisions", dependencies=[decider])
-    async def decide(key: str, request: Request) -> dict[str, Any]:
+    async def decide(key: str, request: Request) -> Response:
         body = await read_json(request, DecideRequest, max_body_bytes)
-        decision = await run_in_threadpool(call, engine.decide, key, body.unit, body.context)
-        return decision.to_dict()
+        decision = await off_loop(engine.decide, key, body.unit, body.context)
+        return json_response(decision.to_dict())
 
     @app.post("/v1/experiments/{key}/decisions:batch", dependencies=[decider])
-    async def decide_batch(key: str, request: Request) -> dict[str, Any]:
+    async def decide_batch(key: str, request: Request) -> Response:
         body = await read_json(request, BatchDecideRequest, max_body_bytes)
         units = [u.unit for u in body.units]
         contexts = [u.context for u in body.units]
-        decisions = await run_in_threadpool(call, engine.decide_many, key, units, contexts)
-        return {"decisions": [d.to_dict() for d in decisions]}
+        decisions = await off_loop(engine.decide_many, key, units, contexts)
+        return json_response({"decisions": [d.to_dict() for d in decisions]})
 
     @app.post("/v1/events", dependencies=[decider])
     async def events(request: Request) -> JSONResponse:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, RowMapping, bindparam, case, func, select, update
+from sqlalchemy import Connection, Row, RowMapping, bindparam, case, func, inspect, select, text, update
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.db import create_engine, insert_if_absent, read, write
 from engine.events import Event, EventError, MissingExposureError, utcnow
@@ -38,8 +38,9 @@ ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 
 Action = Literal["create", "update", "unchanged", "refused"]
 T = TypeVar("T")
-# PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again.
-RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+# PostgreSQL's deadlock_detected, serialization_failure and unique_violation (another writer
+# inserted the same event_id first; the rerun sees it as a duplicate): the transaction runs again.
+RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})
 DEADLOCK_RETRIES = 5
 
 # Statements are built once: building SQLAlchemy expressions per event costs more than running them.
@@ -51,14 +52,15 @@ _BUMP = (
             conversions=_S.conversions + bindparam("d_conversions"),
             total=_S.total + bindparam("d_total"), total_sq=_S.total_sq + bindparam("d_total_sq"))
 )
-_DECISION_BY_ID = select(DECISIONS).where(DECISIONS.c.decision_id == bindparam("decision_id")).with_for_update()
+_DECISION_STATE_NAMES = ("decision_id", "experiment", "phase", "arm", "converted", "value")
+_DECISION_STATE = tuple(DECISIONS.c[name] for name in _DECISION_STATE_NAMES)
 _LATEST_DECISION = (
-    select(DECISIONS)
+    select(*_DECISION_STATE)
     .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"))
     .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
 )
 _LATEST_DECISION_OF_ARM = (
-    select(DECISIONS)
+    select(*_DECISION_STATE)
     .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"),
            DECISIONS.c.arm == bindparam("arm"))
     .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
@@ -67,12 +69,10 @@ _MARK_CONVERTED = (
     update(DECISIONS).where(DECISIONS.c.decision_id == bindparam("b_decision_id"))
     .values(converted=True, value=bindparam("new_value"))
 )
-_DECISION_EXISTS = select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id == bindparam("decision_id"))
 _ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
     ASSIGNMENTS.c.experiment == bindparam("experiment"), ASSIGNMENTS.c.phase == bindparam("phase"),
     ASSIGNMENTS.c.unit == bindparam("unit"),
 )
-_EVENT_EXISTS = select(EVENTS.c.event_id).where(EVENTS.c.event_id == bindparam("event_id"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class Exposure:
     propensity: float | None
     reason: str
     ts: datetime
+    context_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sa: SAEngine = create_engine(url)
+        _add_missing_columns(self.sa)
 
     def close(self) -> None:
         self.sa.dispose()
@@ -284,42 +286,44 @@ class Store:
     # -- exposures ---------------------------------------------------------------------
 
     def log_exposures(self, exposures: Sequence[Exposure]) -> int:
-        """Write buffered exposures and their counts in one transaction; returns how many were new."""
+        """Write buffered exposures and their counts in one transaction; returns how many were new.
+
+        Fresh decision ids are unique, so one bulk insert does; a batch replayed from a spool
+        may hold ids already stored, and then each row is inserted only if absent."""
         if not exposures:
             return 0
+        rows = [_decision_values(e) for e in exposures]
+
         def work(conn: Connection) -> int:
             deltas = _Deltas()
-            for e in exposures:
-                if insert_if_absent(conn, DECISIONS, _decision_values(e)):
-                    deltas.add(e.experiment, e.phase, e.arm, exposures=1)
+            if self._bulk_insert_fresh(conn, rows):
+                new = exposures
+            else:
+                new = [e for e, row in zip(exposures, rows, strict=True) if insert_if_absent(conn, DECISIONS, row)]
+            for e in new:
+                deltas.add(e.experiment, e.phase, e.arm, exposures=1)
             deltas.apply(conn)
-            return deltas.exposures
+            return len(new)
 
         return self._transaction(work)
 
     # -- events ------------------------------------------------------------------------
 
     def apply_events(self, events: Sequence[tuple[int, Event]], experiments: dict[str, StoredExperiment]) -> EventOutcome:
-        """Apply validated events in one transaction. Each is accepted, a duplicate (its
-        `event_id` was seen before: nothing changes) or rejected with its index and reason."""
-        def work(conn: Connection) -> EventOutcome:
-            outcome, deltas = EventOutcome(), _Deltas()
-            for index, ev in events:
-                try:
-                    applied = self._apply_event(conn, ev, experiments, deltas)
-                except EventError as exc:
-                    outcome.rejected.append((index, str(exc)))
-                    if isinstance(exc, MissingExposureError):
-                        outcome.missing.add(index)
-                    continue
-                if applied:
-                    outcome.accepted += 1
-                else:
-                    outcome.duplicates += 1
-            deltas.apply(conn)
-            return outcome
+        """Apply validated events in one transaction, with a few bulk statements per chunk. Each
+        is accepted, a duplicate (its `event_id` was seen before, in the store or earlier in the
+        chunk: nothing changes) or rejected with its index and reason."""
+        return self._transaction(lambda conn: _EventBatch(conn, experiments).apply(events))
 
-        return self._transaction(work)
+    @staticmethod
+    def _bulk_insert_fresh(conn: Connection, rows: list[dict[str, Any]]) -> bool:
+        """Insert all rows in one statement; False (nothing inserted) if any id already exists."""
+        try:
+            with conn.begin_nested():
+                conn.execute(DECISIONS.insert(), rows)
+        except IntegrityError:
+            return False
+        return True
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one write transaction, again if the database chose it as a deadlock victim."""
@@ -332,76 +336,25 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    def _apply_event(self, conn: Connection, ev: Event, experiments: dict[str, StoredExperiment],
-                     deltas: _Deltas) -> bool:
-        exp = experiments.get(ev.experiment)
-        if exp is None:
-            raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
-        if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
-            raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
-        now = utcnow()
-        ts = ev.ts or now
-        if ev.type == "exposure":
-            if ev.arm is None:
-                raise EventError("arm: required for an exposure")
-            decision_id = ev.decision_id or f"ev:{ev.event_id}"
-            if conn.execute(_DECISION_EXISTS, {"decision_id": decision_id}).first():
-                if self._event_seen(conn, ev.event_id):
-                    return False
-                raise EventError(f"decision_id: {decision_id!r} was already logged")
-            if not self._insert_event(conn, ev, ts, now):
-                return False
-            arm = next(a for a in exp.spec.arms if a.key == ev.arm)
-            exposure = Exposure(decision_id, exp.spec.key, exp.version, exp.phase,
-                                ev.unit or "", arm.key, arm.channel.value, None, None, "IMPORTED", ts)
-            conn.execute(DECISIONS.insert().values(**_decision_values(exposure)))
-            deltas.add(exp.spec.key, exp.phase, arm.key, exposures=1)
-            return True
+    # -- decision history (targeting, export) --------------------------------------------
 
-        decision = self._decision_for(conn, ev, exp)
-        if exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
-            raise EventError("value: required for a revenue metric")
-        if not self._insert_event(conn, ev, ts, now):
-            return False
-        if decision["phase"] != exp.phase:
-            return True  # kept for audit; a closed phase's analysis does not move
-        before = decision["value"]
-        after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
-        conn.execute(_MARK_CONVERTED, {"b_decision_id": decision["decision_id"], "new_value": after})
-        deltas.add(exp.spec.key, decision["phase"], decision["arm"],
-              conversions=0 if decision["converted"] else 1,
-              total=after - before, total_sq=after * after - before * before)
-        return True
+    def decision_history(self, key: str, phase: int) -> list[Row]:
+        """(unit, arm, converted, context_json) of every logged decision of the phase: the
+        recommender's training data, read in one query on the refit cadence."""
+        d = DECISIONS.c
+        query = select(d.unit, d.arm, d.converted, d.context_json).where(d.experiment == key, d.phase == phase)
+        with read(self.sa) as conn:
+            return list(conn.execute(query).all())
 
-    @staticmethod
-    def _insert_event(conn: Connection, ev: Event, ts: datetime, now: datetime) -> bool:
-        return insert_if_absent(conn, EVENTS, dict(
-            event_id=ev.event_id, type=ev.type, experiment=ev.experiment, unit=ev.unit,
-            decision_id=ev.decision_id, arm=ev.arm, value=ev.value, ts=ts, received_at=now))
-
-    @staticmethod
-    def _event_seen(conn: Connection, event_id: str) -> bool:
-        return conn.execute(_EVENT_EXISTS, {"event_id": event_id}).first() is not None
-
-    @staticmethod
-    def _decision_for(conn: Connection, ev: Event, exp: StoredExperiment) -> RowMapping:
-        """The exposure a conversion belongs to: the named decision, else the unit's latest."""
-        if ev.decision_id is not None:
-            found = conn.execute(_DECISION_BY_ID, {"decision_id": ev.decision_id})
-        elif ev.arm is not None:
-            found = conn.execute(_LATEST_DECISION_OF_ARM, {"experiment": ev.experiment, "unit": ev.unit, "arm": ev.arm})
-        else:
-            found = conn.execute(_LATEST_DECISION, {"experiment": ev.experiment, "unit": ev.unit})
-        row = found.mappings().first()
-        if row is None:
-            if ev.decision_id is not None:
-                raise MissingExposureError(f"decision_id: no decision {ev.decision_id!r} was logged")
-            raise MissingExposureError(f"unit: no exposure of unit {ev.unit!r} was logged in {ev.experiment!r}")
-        if row["experiment"] != ev.experiment:
-            raise EventError(f"decision_id: decision {ev.decision_id!r} belongs to {row['experiment']!r}")
-        if ev.arm is not None and row["arm"] != ev.arm:
-            raise EventError(f"arm: decision {row['decision_id']!r} served {row['arm']!r}, not {ev.arm!r}")
-        return row
+    def decision_log(self, key: str, phase: int) -> Iterator[Row]:
+        """Decisions with a propensity, oldest first: (arm, converted, value, propensity, unit, ts,
+        context_json). Streamed, for exports of any size."""
+        d = DECISIONS.c
+        query = (select(d.arm, d.converted, d.value, d.propensity, d.unit, d.ts, d.context_json)
+                 .where(d.experiment == key, d.phase == phase, d.propensity.is_not(None))
+                 .order_by(d.ts, d.decision_id))
+        with read(self.sa) as conn:
+            yield from conn.execution_options(yield_per=5000).execute(query)
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (for summaries and tests)."""
@@ -415,7 +368,160 @@ class Store:
 def _decision_values(e: Exposure) -> dict[str, object]:
     return dict(decision_id=e.decision_id, experiment=e.experiment, version=e.version, phase=e.phase,
                 unit=e.unit, arm=e.arm, channel=e.channel, bucket=e.bucket, propensity=e.propensity,
-                reason=e.reason, ts=e.ts, converted=False, value=0.0)
+                reason=e.reason, ts=e.ts, converted=False, value=0.0, context_json=e.context_json)
+
+
+def _add_missing_columns(sa: SAEngine) -> None:
+    """Add columns introduced after a store was created (portable `ALTER TABLE ... ADD COLUMN`)."""
+    def present() -> bool:
+        return "context_json" in {c["name"] for c in inspect(sa).get_columns(DECISIONS.name)}
+
+    if present():
+        return
+    try:
+        with write(sa) as conn:
+            conn.execute(text(f"ALTER TABLE {DECISIONS.name} ADD COLUMN context_json TEXT"))
+    except Exception:
+        if not present():  # another process may have added it first
+            raise
+
+
+class _EventBatch:
+    """One chunk of events against one transaction: existing events and decisions are read in
+    bulk, the outcome of each event is worked out in memory, and the writes go out in bulk."""
+
+    def __init__(self, conn: Connection, experiments: dict[str, StoredExperiment]) -> None:
+        self.conn = conn
+        self.experiments = experiments
+        self.decisions: dict[str, dict[str, Any]] = {}  # decision_id -> row, read or new
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}  # (experiment, unit) -> newest row
+        self.new_decisions: list[dict[str, Any]] = []
+        self.converted: dict[str, dict[str, Any]] = {}  # stored rows to update
+        self.deltas = _Deltas()
+        self.now = utcnow()
+
+    def apply(self, events: Sequence[tuple[int, Event]]) -> EventOutcome:
+        outcome = EventOutcome()
+        valid = []
+        for index, ev in events:
+            try:
+                valid.append((index, ev, self._experiment(ev)))
+            except EventError as exc:
+                outcome.rejected.append((index, str(exc)))
+        seen = self._existing_events([ev.event_id for _, ev, _ in valid])
+        self._read_decisions([ev.decision_id or f"ev:{ev.event_id}" for _, ev, _ in valid])
+        new_events = []
+        for index, ev, exp in valid:
+            if ev.event_id in seen:
+                outcome.duplicates += 1
+                continue
+            try:
+                if ev.type == "exposure":
+                    self._exposure(ev, exp)
+                else:
+                    self._conversion(ev, exp)
+            except EventError as exc:
+                outcome.rejected.append((index, str(exc)))
+                if isinstance(exc, MissingExposureError):
+                    outcome.missing.add(index)
+                continue
+            seen.add(ev.event_id)
+            new_events.append(dict(event_id=ev.event_id, type=ev.type, experiment=ev.experiment, unit=ev.unit,
+                                   decision_id=ev.decision_id, arm=ev.arm, value=ev.value, ts=ev.ts or self.now,
+                                   received_at=self.now))
+            outcome.accepted += 1
+        self._write(new_events)
+        return outcome
+
+    def _experiment(self, ev: Event) -> StoredExperiment:
+        exp = self.experiments.get(ev.experiment)
+        if exp is None:
+            raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
+        if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
+            raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
+        if ev.type == "exposure" and ev.arm is None:
+            raise EventError("arm: required for an exposure")
+        if ev.type == "conversion" and exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
+            raise EventError("value: required for a revenue metric")
+        return exp
+
+    def _existing_events(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        query = select(EVENTS.c.event_id).where(EVENTS.c.event_id.in_(event_ids))
+        return set(self.conn.execute(query).scalars())
+
+    def _read_decisions(self, decision_ids: list[str]) -> None:
+        if not decision_ids:
+            return
+        # A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
+        query = (select(*_DECISION_STATE).where(DECISIONS.c.decision_id.in_(decision_ids))
+                 .order_by(DECISIONS.c.decision_id).with_for_update())
+        for row in self.conn.execute(query).mappings():
+            self.decisions[row["decision_id"]] = dict(row)
+
+    def _exposure(self, ev: Event, exp: StoredExperiment) -> None:
+        decision_id = ev.decision_id or f"ev:{ev.event_id}"
+        if decision_id in self.decisions:
+            raise EventError(f"decision_id: {decision_id!r} was already logged")
+        arm = next(a for a in exp.spec.arms if a.key == ev.arm)
+        row = _decision_values(Exposure(decision_id, exp.spec.key, exp.version, exp.phase, ev.unit or "", arm.key,
+                                        arm.channel.value, None, None, "IMPORTED", ev.ts or self.now))
+        self.new_decisions.append(row)
+        self.decisions[decision_id] = row
+        self.latest[(exp.spec.key, row["unit"])] = row
+        self.deltas.add(exp.spec.key, exp.phase, arm.key, exposures=1)
+
+    def _conversion(self, ev: Event, exp: StoredExperiment) -> None:
+        decision = self._decision_of(ev)
+        if decision["phase"] != exp.phase:
+            return  # kept for audit; a closed phase's analysis does not move
+        before = decision["value"]
+        after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
+        self.deltas.add(exp.spec.key, decision["phase"], decision["arm"], conversions=0 if decision["converted"] else 1,
+                        total=after - before, total_sq=after * after - before * before)
+        decision["converted"], decision["value"] = True, after
+        self.converted[decision["decision_id"]] = decision  # new decisions are inserted as they stand
+
+    def _decision_of(self, ev: Event) -> dict[str, Any]:
+        """The exposure a conversion belongs to: the named decision, else the unit's latest."""
+        if ev.decision_id is not None:
+            row = self.decisions.get(ev.decision_id)
+        else:
+            row = self.latest.get((ev.experiment, ev.unit or ""))
+            if row is None or (ev.arm is not None and row["arm"] != ev.arm):
+                row = self._latest_stored(ev)
+        if row is None:
+            if ev.decision_id is not None:
+                raise MissingExposureError(f"decision_id: no decision {ev.decision_id!r} was logged")
+            raise MissingExposureError(f"unit: no exposure of unit {ev.unit!r} was logged in {ev.experiment!r}")
+        if row["experiment"] != ev.experiment:
+            raise EventError(f"decision_id: decision {ev.decision_id!r} belongs to {row['experiment']!r}")
+        if ev.arm is not None and row["arm"] != ev.arm:
+            raise EventError(f"arm: decision {row['decision_id']!r} served {row['arm']!r}, not {ev.arm!r}")
+        return row
+
+    def _latest_stored(self, ev: Event) -> dict[str, Any] | None:
+        params = {"experiment": ev.experiment, "unit": ev.unit}
+        query = _LATEST_DECISION if ev.arm is None else _LATEST_DECISION_OF_ARM
+        found = self.conn.execute(query, params if ev.arm is None else {**params, "arm": ev.arm}).mappings().first()
+        if found is None:
+            return None
+        row = self.decisions.setdefault(found["decision_id"], {k: found[k] for k in _DECISION_STATE_NAMES})
+        if ev.arm is None:
+            self.latest[(ev.experiment, ev.unit or "")] = row
+        return row
+
+    def _write(self, new_events: list[dict[str, Any]]) -> None:
+        new_ids = {d["decision_id"] for d in self.new_decisions}
+        if new_events:
+            self.conn.execute(EVENTS.insert(), new_events)
+        if self.new_decisions:
+            self.conn.execute(DECISIONS.insert(), self.new_decisions)
+        updates = [{"b_decision_id": i, "new_value": d["value"]} for i, d in self.converted.items() if i not in new_ids]
+        if updates:
+            self.conn.execute(_MARK_CONVERTED, updates)
+        self.deltas.apply(self.conn)
 
 
 class _Deltas:

@@ -25,8 +25,8 @@ def free_port() -> int:
 class Replica:
     """One `crosspromo serve` process on loopback, with its own working directory (spool)."""
 
-    def __init__(self, db_url: str, workdir: Path, port: int | None = None, seed: int = 0) -> None:
-        self.db_url, self.workdir, self.seed = db_url, workdir, seed
+    def __init__(self, db_url: str, workdir: Path, port: int | None = None, seed: int = 0, workers: int = 1) -> None:
+        self.db_url, self.workdir, self.seed, self.workers = db_url, workdir, seed, workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -37,7 +37,7 @@ class Replica:
         self.log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port), "--db", self.db_url,
-             "--seed", str(self.seed)],
+             "--seed", str(self.seed), "--workers", str(self.workers)],
             cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

@@ -89,3 +89,11 @@ def test_split_follows_weights() -> None:
     # Binomial sd at n=20000 is < 0.0036; 5 sd tolerance.
     for c, w in zip(counts, [0.2, 0.3, 0.5], strict=True):
         assert abs(c / n - w) < 0.018
+
+
+@given(a=st.text(max_size=15), b=st.text(max_size=15))
+def test_fnv_continues_across_a_split_and_ascii_matches_utf16(a: str, b: str) -> None:
+    assert fnv1a32(b, fnv1a32(a)) == fnv1a32(a + b)
+    if (a + b).isascii():
+        # the ASCII fast path and the UTF-16 path agree
+        assert fnv1a32(a + b + "é") == fnv1a32(b + "é", fnv1a32(a))
