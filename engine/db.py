@@ -8,7 +8,9 @@ plain deferred `BEGIN`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import weakref
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlmodel import SQLModel
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+_WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 class StoreError(RuntimeError):
@@ -50,6 +53,9 @@ def create_engine(url: str) -> SAEngine:
                 url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
             )
             _tune_sqlite(sa)
+            # SQLite has one writer at a time: threads of a process queue here, in order, instead
+            # of in SQLite's busy handler, which sleeps in growing steps and starves them.
+            _WRITE_LOCKS[sa] = threading.Lock()
         else:
             sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                                   connect_args={"connect_timeout": 3})
@@ -83,7 +89,7 @@ def _tune_sqlite(sa: SAEngine) -> None:
 @contextmanager
 def write(sa: SAEngine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any error."""
-    with sa.begin() as conn:
+    with _WRITE_LOCKS.get(sa, nullcontext()), sa.begin() as conn:
         yield conn
 
 

@@ -65,6 +65,12 @@ _LATEST_DECISION_OF_ARM = (
            DECISIONS.c.arm == bindparam("arm"))
     .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
 )
+_EVENTS_IN = select(EVENTS.c.event_id).where(EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
+# A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
+_DECISIONS_IN = (
+    select(*_DECISION_STATE).where(DECISIONS.c.decision_id.in_(bindparam("ids", expanding=True)))
+    .order_by(DECISIONS.c.decision_id).with_for_update()
+)
 _MARK_CONVERTED = (
     update(DECISIONS).where(DECISIONS.c.decision_id == bindparam("b_decision_id"))
     .values(converted=True, value=bindparam("new_value"))
@@ -448,16 +454,12 @@ class _EventBatch:
     def _existing_events(self, event_ids: list[str]) -> set[str]:
         if not event_ids:
             return set()
-        query = select(EVENTS.c.event_id).where(EVENTS.c.event_id.in_(event_ids))
-        return set(self.conn.execute(query).scalars())
+        return set(self.conn.execute(_EVENTS_IN, {"ids": event_ids}).scalars())
 
     def _read_decisions(self, decision_ids: list[str]) -> None:
         if not decision_ids:
             return
-        # A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
-        query = (select(*_DECISION_STATE).where(DECISIONS.c.decision_id.in_(decision_ids))
-                 .order_by(DECISIONS.c.decision_id).with_for_update())
-        for row in self.conn.execute(query).mappings():
+        for row in self.conn.execute(_DECISIONS_IN, {"ids": decision_ids}).mappings():
             self.decisions[row["decision_id"]] = dict(row)
 
     def _exposure(self, ev: Event, exp: StoredExperiment) -> None:
