@@ -7,9 +7,9 @@ plain deferred `BEGIN`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import threading
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any

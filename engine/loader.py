@@ -189,7 +189,8 @@ def load_specs(paths: Iterable[Path]) -> list[ExperimentSpec]:
             problems += exc.problems
             continue
         if spec.key in first_file:
-            problems.append(SpecProblem(str(f), 1, 1, "key", f"experiment {spec.key!r} is also declared in {first_file[spec.key]}"))
+            where = first_file[spec.key]
+            problems.append(SpecProblem(str(f), 1, 1, "key", f"experiment {spec.key!r} is also declared in {where}"))
             continue
         first_file[spec.key] = str(f)
         specs.append(spec)

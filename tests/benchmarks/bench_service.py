@@ -111,7 +111,8 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> WrkResult:
         requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         p50_ms=_ms(latency["50"]) if "50" in latency else float("nan"),
         p99_ms=_ms(latency["99"]) if "99" in latency else float("nan"),
-        errors=(int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+        errors=(int(errors.group(1)) if errors else 0)
+        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
     )
 
 

@@ -107,8 +107,10 @@ def test_ingest_reports_bad_lines_and_is_idempotent(workdir: Path) -> None:
 
 def test_unsafe_apply_exits_1_with_a_hint(workdir: Path) -> None:
     run("apply")
-    write_yaml(workdir / "experiments", "landing.yaml", AB_YAML.replace("channel: in_app, weight: 0.5}\nanalysis",
-                                                                       "channel: in_app, weight: 0.5}\n  - {key: extra, campaign: e, partner: p, channel: push, weight: 0.0}\nanalysis"))
+    extra_arm = "  - {key: extra, campaign: e, partner: p, channel: push, weight: 0.0}\n"
+    last_arm = "channel: in_app, weight: 0.5}\n"
+    changed = AB_YAML.replace(last_arm + "analysis", last_arm + extra_arm + "analysis")
+    write_yaml(workdir / "experiments", "landing.yaml", changed)
     result = run("apply")
     assert result.exit_code == 1
     assert "refused" in result.output and "hint: declare traffic.phase: 2" in result.output

@@ -54,7 +54,7 @@ def test_stopped_experiment_serves_the_winner_and_logs_nothing(db_url: str, tmp_
 
 def test_ab_unit_not_eligible_for_every_arm_stays_out(db_url: str, tmp_path: Path) -> None:
     text = AB_YAML.replace("traffic: {coverage: 1.0}", "eligibility: {channels_from: opted_in}").replace(
-        "partner: art-collection, channel: in_app, weight: 0.5}\nanalysis", "partner: art-collection, channel: push, weight: 0.5}\nanalysis")
+        "channel: in_app, weight: 0.5}\nanalysis", "channel: push, weight: 0.5}\nanalysis")
     with Engine.open(db_url) as e:
         e.apply([write_yaml(tmp_path, "l.yaml", text)])
         d = e.decide("landing", "u1", {"opted_in": ["in_app"]})

@@ -38,8 +38,9 @@ def test_sticky_bandit_units_keep_their_first_arm_across_engines(db_url: str, tm
 
 
 def _bandit_with(policy: str, tmp_path: Path) -> Path:
+    cadence = "update: {every_outcomes: 100, every_seconds: 600}"
     text = BANDIT_YAML.replace("policy: {name: thompson, update: {every_outcomes: 50, every_seconds: 60}}",
-                               f"policy: {{name: thompson, {policy}, update: {{every_outcomes: 100, every_seconds: 600}}}}")
+                               f"policy: {{name: thompson, {policy}, {cadence}}}")
     return write_yaml(tmp_path, "b.yaml", text)
 
 

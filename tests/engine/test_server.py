@@ -18,7 +18,8 @@ ADMIN, DECIDE = {"Authorization": "Bearer admin-secret"}, {"Authorization": "Bea
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    stopped = AB_YAML.replace("key: landing", "key: retired").replace("status: running", "status: stopped\nwinner: curated")
+    stopped = AB_YAML.replace("key: landing", "key: retired").replace(
+        "status: running", "status: stopped\nwinner: curated")
     paths = [write_yaml(tmp_path, "l.yaml", AB_YAML), write_yaml(tmp_path, "b.yaml", BANDIT_YAML),
              write_yaml(tmp_path, "r.yaml", stopped)]
     engine = Engine.open(db_url, seed=0)

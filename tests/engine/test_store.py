@@ -78,7 +78,8 @@ def test_the_same_file_twice_gives_the_same_totals(engine: Engine, tmp_path: Pat
     assert _totals(engine) == (1200, 700)
 
 
-def test_ingest_killed_mid_file_then_rerun_loses_and_doubles_nothing(engine: Engine, tmp_path: Path, db_url: str) -> None:
+def test_ingest_killed_mid_file_then_rerun_loses_and_doubles_nothing(engine: Engine, tmp_path: Path,
+                                                                     db_url: str) -> None:
     ids = _exposed(engine, 30_000)
     path = tmp_path / "events.jsonl"
     _conversions_file(path, ids)
