@@ -82,9 +82,9 @@ class _Base:
 
 class Client(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 2.0, retries: int = 3,
-                 backoff: float = 0.1) -> None:
+                 backoff: float = 0.1, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -127,9 +127,10 @@ class Client(_Base):
 
 class AsyncClient(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 2.0, retries: int = 3,
-                 backoff: float = 0.1) -> None:
+                 backoff: float = 0.1, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout,
+                                       transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

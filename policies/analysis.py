@@ -15,10 +15,11 @@ Bayesian way only: posterior mean as the rate, credible interval, posterior lift
 Verdict rules (the first that applies decides):
 
 A/B test (kind="ab_test")
-1. insufficient_data: some arm has fewer than 30 exposures, or the control has no
+1. srm_invalid: expected weights were given and the sample-ratio-mismatch test has
+   p < srm_threshold (0.001): the split is broken and no comparison can be trusted. It
+   needs exposures only, so it is checked before anything that needs conversions.
+2. insufficient_data: some arm has fewer than 30 exposures, or the control has no
    conversions (binary) or a zero total (revenue), so no test or lift can be stated yet.
-2. srm_invalid: expected weights were given and the sample-ratio-mismatch test has
-   p < srm_threshold (0.001): the split is broken and no comparison can be trusted.
 3. winner: some variant's adjusted p-value is below alpha and the result is final, i.e. the
    planned sample per arm is reached (fixed horizon), or sequential mode is on (always-valid
    p-values may be acted on at any look). The winner is the variant with the highest rate
@@ -400,9 +401,10 @@ def _analyze_ab_test(
         None if plan is None else plan.n_per_arm,
         None if plan is None else smallest / plan.n_per_arm,
     )
-    if problem is not None:
+    verdict = srm_verdict(srm, config.srm_threshold)
+    if verdict is None and problem is not None:
         verdict = Verdict("insufficient_data", None, problem)
-    else:
+    elif verdict is None:
         outcomes = [
             VariantOutcome(
                 names[i],
@@ -412,7 +414,7 @@ def _analyze_ab_test(
             )
             for i, r in results.items()
         ]
-        verdict = srm_verdict(srm, config.srm_threshold) or ab_test_verdict(
+        verdict = ab_test_verdict(
             names[control],
             outcomes,
             smallest_n=smallest,

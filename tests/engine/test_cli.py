@@ -146,3 +146,19 @@ def test_simulate_prints_json_and_plots(tmp_path: Path, monkeypatch: pytest.Monk
     assert bad.exit_code == 1 and "A/B test" in bad.output
     bad = run("simulate", "music-course-channels", "--truth", "nope=0.1")
     assert bad.exit_code == 1 and "ARM=RATE" in bad.output
+
+
+def test_winners_fail_on_srm_exits_3(workdir: Path) -> None:
+    run("apply")
+    # 600 exposures imported into one arm of a declared 50/50 split: a sample ratio mismatch.
+    path = workdir / "exposures.jsonl"
+    arms = ["control"] * 500 + ["curated"] * 100
+    path.write_text("".join(json.dumps({"event_id": f"x{i}", "type": "exposure", "experiment": "landing",
+                                        "unit": f"u{i}", "arm": arm}) + "\n" for i, arm in enumerate(arms)))
+    assert run("ingest", str(path)).exit_code == 0
+    result = run("winners", "landing")
+    assert result.exit_code == 0 and "landing: srm_invalid" in result.stdout
+    result = run("winners", "landing", "--fail-on-srm")
+    assert result.exit_code == 3
+    report = json.loads(run("report", "landing", "--format", "json").stdout)
+    assert report["srm"]["flagged"] is True and report["verdict"]["status"] == "srm_invalid"

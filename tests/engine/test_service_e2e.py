@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from engine.api import Engine
-from engine.client import Client, ServiceError
+from engine.client import AsyncClient, Client, ServiceError
 from tests.conftest import POSTGRES_URL, _fresh_postgres
 from tests.samples import AB_YAML, BANDIT_YAML, write_yaml
 from tests.service_support import ADMIN_KEY, DECIDE_KEY, Proxy, Replica
@@ -76,7 +77,14 @@ def test_end_to_end_over_uvicorn(db_url: str, tmp_path: Path, replicas: list[Rep
         with pytest.raises(ServiceError) as info:
             service.report("landing")
         assert info.value.status == 403
-        wait_for(lambda: totals(admin) == (501, 250))  # u7 was decided twice
+
+        async def async_round_trip() -> dict:
+            async with AsyncClient(url, DECIDE_KEY) as c:
+                d = await c.decide("landing", "async-unit")
+                return await c.record({"event_id": "async-1", "experiment": "landing", "decision_id": d["decision_id"]})
+
+        assert asyncio.run(async_round_trip())["accepted"] == 1
+        wait_for(lambda: totals(admin) == (502, 251))  # u7 was decided twice
     assert httpx.get(f"{url}/v1/experiments").status_code == 401
     assert httpx.post(f"{url}/v1/experiments/ghost/decisions", json={"unit": "u"},
                       headers={"Authorization": f"Bearer {DECIDE_KEY}"}).status_code == 404
