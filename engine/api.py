@@ -13,6 +13,7 @@ one is configured), which is drained into the store once it answers again.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,14 +38,17 @@ from engine.spec import (
     Kind,
     MetricType,
     Status,
+    Targeting,
     ThompsonPolicy,
     UpdateCadence,
 )
 from engine.spool import Spool
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
-from policies.choice import NoEligibleArmError, choose_arm
+from engine.targeting import HistoryRow, TargetingModel, fit_targeting
+from policies.choice import NoEligibleArmError, choose_arm, eligible_weights
 from policies.registry import Policy, make_policy
 from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.targeting import blend, choose_targeted
 
 log = logging.getLogger("crosspromo")
 
@@ -112,11 +116,17 @@ class _Live:
     weights_at: float = float("-inf")
     observations_since: int = 0
     sticky: dict[str, tuple[int, float]] = field(default_factory=dict)
+    targeting: Targeting | None = None
+    model: TargetingModel | None = None
+    model_at: float = float("-inf")
 
     def weights_due(self, now: float) -> bool:
         cadence = self.cadence or UpdateCadence()
         return (self.weights is None or self.observations_since >= cadence.every_outcomes
                 or now - self.weights_at >= cadence.every_seconds)
+
+    def model_due(self, now: float) -> bool:
+        return self.targeting is not None and now - self.model_at >= self.targeting.refit_every_seconds
 
     @property
     def spec(self) -> ExperimentSpec:
@@ -137,6 +147,8 @@ def _build_live(stored: StoredExperiment) -> _Live:
         ranges=bucket_ranges(spec.weights, spec.traffic.coverage),
         policy=policy,
         cadence=cadence,
+        targeting=spec.targeting if policy is not None and spec.targeting is not None and spec.targeting.active
+        else None,
     )
 
 
@@ -283,15 +295,24 @@ class Engine:
             # cannot receive every arm stays out, so exclusion cannot depend on the arm drawn.
             if index is None or (mask is not None and not mask.all()):
                 return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
-            return self._inside(live, unit, index, Reason.SPLIT, b, spec.weights[index])
+            return self._inside(live, unit, index, Reason.SPLIT, b, spec.weights[index], context)
 
         if b >= spec.traffic.coverage:
             return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
         held = live.sticky.get(unit) if spec.traffic.sticky else None
+        reason = Reason.BANDIT
         if held is None:
             try:
                 with self._lock:
-                    index, propensity = choose_arm(self._bandit_weights(live), mask, self._rng)
+                    scores = self._targeting_scores(live, unit, context)
+                    if scores is None:
+                        index, propensity = choose_arm(self._bandit_weights(live), mask, self._rng)
+                    else:
+                        assert live.targeting is not None
+                        choice = choose_targeted(self._bandit_weights(live), scores, mask, live.targeting.strength,
+                                                 live.targeting.temperature, self._rng)
+                        index, propensity = choice.arm, choice.propensity
+                        reason = Reason.TARGETED if choice.tilted else Reason.BANDIT
             except NoEligibleArmError:
                 return self._outside(live, None, Reason.DEFAULT, b)
             if spec.traffic.sticky:
@@ -301,7 +322,52 @@ class Engine:
         if mask is not None and not mask[index]:
             # A sticky unit whose channel opt-in changed: not eligible for its arm any more.
             return self._outside(live, None, Reason.DEFAULT, b)
-        return self._inside(live, unit, index, Reason.BANDIT, b, propensity)
+        return self._inside(live, unit, index, reason, b, propensity, context)
+
+    def probabilities(self, experiment: str, unit: str, context: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """The probability of every arm in a bandit's next draw for `unit` (the propensity its
+        decision would log): the eligible bandit weights, tilted by targeting when it applies."""
+        live = self._get_live(experiment)
+        if live.policy is None:
+            raise ValueError(f"{experiment!r} is an A/B test: its split is fixed by the bucket")
+        context = context or {}
+        mask = self._eligible(live, context)
+        with self._lock:
+            weights = self._bandit_weights(live)
+            scores = self._targeting_scores(live, str(unit), context)
+        if scores is None or live.targeting is None:
+            p = eligible_weights(weights, mask)
+        else:
+            p, _ = blend(weights, scores, mask, live.targeting.strength, live.targeting.temperature)
+        return dict(zip(live.arms, (float(x) for x in p), strict=True))
+
+    def _targeting_scores(self, live: _Live, unit: str, context: Mapping[str, Any]) -> np.ndarray | None:
+        """The unit's recommender scores, or None (no targeting, no model yet, or a cold start).
+        Without a background thread the model is refitted inline when due, as weights are."""
+        if live.targeting is None:
+            return None
+        if self._background is None and live.model_due(self._clock()):
+            self._refit_targeting(live)
+        return None if live.model is None else live.model.scores(unit, context)
+
+    def _refit_targeting(self, live: _Live) -> None:
+        """Refit the experiment's recommender from its logged decisions (one query)."""
+        spec, targeting = live.spec, live.targeting
+        assert targeting is not None
+        index = {a: i for i, a in enumerate(live.arms)}
+        try:
+            self.flush()
+            rows = self.store.decision_history(spec.key, spec.traffic.phase)
+        except Exception as exc:
+            self._store_failed(exc, "refitting the recommender")
+            live.model_at = self._clock()  # keep the old model; retry on the next cadence
+            return
+        self._store_ok()
+        history = [HistoryRow(unit, index[arm], bool(converted), json.loads(ctx) if ctx else {})
+                   for unit, arm, converted, ctx in rows if arm in index]
+        model = fit_targeting(spec, targeting, history, self._rng)
+        with self._lock:
+            live.model, live.model_at = model, self._clock()
 
     def _claim(self, live: _Live, unit: str, index: int, propensity: float) -> tuple[int, float]:
         """The sticky arm of `unit`: the first one any replica stored (ours if we were first)."""
@@ -319,13 +385,15 @@ class Engine:
         return index, propensity
 
     def _eligible(self, live: _Live, context: Mapping[str, Any]) -> np.ndarray | None:
-        attr = live.spec.eligibility.channels_from
-        if attr is None or attr not in context:
-            return None
-        allowed = context[attr]
-        if isinstance(allowed, str):
-            allowed = [c.strip() for c in allowed.split(",") if c.strip()]
-        return np.isin(live.channels, list(allowed))
+        """The arms this unit may get: channels it opted into, minus arms excluded for it."""
+        rules = live.spec.eligibility
+        mask = None
+        if rules.channels_from is not None and rules.channels_from in context:
+            mask = np.isin(live.channels, _listed(context[rules.channels_from]))
+        if rules.exclude_arms_from is not None and rules.exclude_arms_from in context:
+            keep = ~np.isin(np.array(live.arms), _listed(context[rules.exclude_arms_from]))
+            mask = keep if mask is None else mask & keep
+        return mask
 
     def _outside(self, live: _Live, arm: str | None, reason: Reason, b: float | None,
                  mask: np.ndarray | None = None) -> Decision:
@@ -342,14 +410,15 @@ class Engine:
         )
 
     def _inside(self, live: _Live, unit: str, index: int, reason: Reason, b: float,
-                propensity: float) -> Decision:
+                propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
         spec = live.spec
         arm = spec.arms[index]
         decision_id = uuid.uuid4().hex
         if self._stale:
             reason = Reason.STALE
+        context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None
         exposure = Exposure(decision_id, spec.key, live.stored.version, spec.traffic.phase, unit,
-                            arm.key, arm.channel.value, b, propensity, reason.value, utcnow())
+                            arm.key, arm.channel.value, b, propensity, reason.value, utcnow(), context_json)
         with self._lock:
             self._buffer.append(exposure)
             live.observations_since += 1
@@ -489,6 +558,8 @@ class Engine:
         for live in list(self._snapshot().values()):
             if live.policy is not None and live.weights_due(now):
                 self._refresh_weights(live)
+            if live.model_due(now):
+                self._refit_targeting(live)
 
     def start_background(self, interval: float = 0.2) -> None:
         """Move flushing and refreshing off the decide path, into a daemon thread."""
@@ -600,6 +671,13 @@ class Engine:
         stored = self.experiment(key)
         spec = stored.spec
         return stored, self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+
+
+def _listed(value: Any) -> list[str]:
+    """A context attribute holding a list: a list, or a comma-separated string (CLI --context)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
 
 
 def _exposure_record(e: Exposure) -> dict[str, Any]:

@@ -342,6 +342,67 @@ def simulate(
             err.print(f"wrote {path}", markup=False)
 
 
+class EvaluateFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class RecommenderChoice(StrEnum):
+    ITEM_CF = "item_cf"
+    CONTENT = "content"
+    SVD = "svd"
+    HYBRID = "hybrid"
+
+
+@app.command()
+def evaluate(
+    log: Annotated[Path, typer.Argument(help="CSV log: arm, reward, propensity [, unit, timestamp, ctx_*].",
+                                        exists=True, dir_okay=False)],
+    experiment: Annotated[str, typer.Option("--experiment", help="Key of the experiment that logged it.")],
+    fmt: Annotated[EvaluateFormat, typer.Option("--format")] = EvaluateFormat.TABLE,
+    recommender: Annotated[RecommenderChoice | None, typer.Option(
+        help="Recommender to evaluate [default: the experiment's targeting, else hybrid].")] = None,
+    strength: Annotated[float | None, typer.Option(help="Targeting strength in [0, 1] to evaluate.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds, replay draws and bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
+) -> None:
+    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies."""
+    from engine.offpolicy import evaluate_log, evaluation_targeting, read_log, render_evaluation
+    from engine.spec import Recommender
+
+    with errors():
+        specs = {s.key: s for s in load_specs(default_paths(paths))}
+        if experiment not in specs:
+            raise ValueError(f"no experiment {experiment!r} in {', '.join(map(str, default_paths(paths)))}")
+        spec = specs[experiment]
+        rows, problems = read_log(log, spec)
+        for line, reason in problems:
+            err.print(f"{log}:{line}: {reason}", markup=False)
+        chosen = Recommender(recommender.value) if recommender is not None else None
+        targeting = evaluation_targeting(spec, rows, chosen, strength)
+        result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems))
+    if fmt is EvaluateFormat.JSON:
+        print_json(result.to_dict())
+    else:
+        render_evaluation(result, out)
+    err.print(f"{result.rows:,} rows evaluated, {result.skipped:,} skipped", markup=False)
+
+
+@app.command("export-log")
+def export_log_command(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.", dir_okay=False)],
+    db: DbOption = None,
+) -> None:
+    """Write an experiment's logged decisions (current phase) as a CSV log for `evaluate`."""
+    from engine.offpolicy import export_log
+
+    with errors(), open_engine(db) as engine:
+        written = export_log(engine.store, engine.experiment(experiment).spec, out_path)
+    err.print(f"wrote {written:,} decisions to {out_path}", markup=False)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].")] = None,

@@ -1,9 +1,11 @@
 """`crosspromo demo`: the whole loop on a fresh SQLite file with a simulated population.
 
 The population (configs/demo.yaml) is seeded: each user opts into channels with the listed
-probabilities; every running experiment is asked for a decision, and an exposed user
-converts with the true rate of the arm served (revenue: a lognormal order value with the
-listed mean, sigma 0.5). Conversions are reported back in batches, as a service would.
+probabilities and belongs to a latent segment (`segments:`) whose attributes are passed as
+context; every running experiment is asked for a decision, and an exposed user converts
+with the true rate of the arm served, modulated by the user's segment for the experiments
+the segments apply to (revenue: a lognormal order value with the listed mean, sigma 0.5).
+Conversions are reported back in batches, as a service would.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import yaml
 
 from engine.api import Engine
 from engine.report import Report, build_report
-from engine.spec import MetricType, Status
+from engine.spec import ExperimentSpec, MetricType, Status
+from policies.population import Population, PopulationModel, SegmentProfile, draw_population
 
 REVENUE_SIGMA = 0.5
 FEEDBACK_EVERY = 1000  # users between two batches of reported conversions
@@ -53,6 +56,44 @@ def _arm_truth(value: Any) -> ArmTruth:
     return ArmTruth(float(value))
 
 
+@dataclass(frozen=True)
+class DemoSegments:
+    """The drawn users' segments and contexts, and the true rates they induce per experiment."""
+
+    population: Population
+    contexts: list[dict[str, str]]
+    rates: dict[str, np.ndarray]  # experiment -> (segments x arms) true rates
+
+
+def draw_segments(raw: dict[str, Any], specs: list[ExperimentSpec], truth: dict[str, dict[str, ArmTruth]],
+                  users: int, rng: np.random.Generator) -> DemoSegments:
+    """Draw users from the `segments:` block of configs/demo.yaml (policies/population.py)."""
+    groups = raw["groups"]
+    attributes = sorted({a for g in groups for a in g["context"]})
+    levels = {a: sorted({str(g["context"][a]) for g in groups if a in g["context"]}) for a in attributes}
+    profiles = tuple(
+        SegmentProfile(str(g["name"]), float(g["share"]),
+                       tuple(levels[a].index(str(g["context"].get(a, levels[a][0]))) for a in attributes),
+                       str(g["campaign"]), str(g["channel"]))
+        for g in groups
+    )
+    applies = [s for s in specs if s.key in raw.get("applies_to", [])]
+    if not applies:
+        raise ValueError("segments.applies_to must name at least one running experiment")
+    models = {
+        s.key: PopulationModel(
+            tuple(a.campaign for a in s.arms), tuple(a.channel.value for a in s.arms),
+            tuple(truth[s.key][a].rate for a in s.arm_keys), profiles, tuple(len(levels[a]) for a in attributes),
+            product_lift=float(raw.get("product_lift", 2.0)), channel_lift=float(raw.get("channel_lift", 1.5)),
+            noise=float(raw.get("noise", 0.1)))
+        for s in applies
+    }
+    population = draw_population(next(iter(models.values())), users, rng)
+    contexts = [{a: levels[a][code] for a, code in zip(attributes, row, strict=True)}
+                for row in population.attributes.tolist()]
+    return DemoSegments(population, contexts, {k: m.rates for k, m in models.items()})
+
+
 def _fresh(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -78,6 +119,8 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
                 raise ValueError(f"{config_path}: no true rates for experiment {spec.key!r}")
             rates[spec.key] = {arm: _arm_truth(declared[arm]) for arm in spec.arm_keys}
         notice(f"simulating {users:,} users through {len(running)} experiments (seed {seed})")
+        segments = (draw_segments(truth["segments"], running, rates, users, rng.spawn(1)[0])
+                    if truth.get("segments") else None)
 
         channels = list(opt_in)
         decisions = conversions = 0
@@ -85,14 +128,19 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
         for u in range(users):
             unit = f"user-{u:07d}"
             opted = [c for c, p in zip(channels, rng.random(len(channels)), strict=True) if p < opt_in[c]]
-            context = {"opted_in": opted}
+            context: dict[str, Any] = {"opted_in": opted}
+            if segments is not None:
+                context.update(segments.contexts[u])
             for spec in running:
                 d = engine.decide(spec.key, unit, context)
                 if not d.in_experiment or d.arm is None:
                     continue
                 decisions += 1
                 arm = rates[spec.key][d.arm]
-                if rng.random() >= arm.rate:
+                rate = arm.rate
+                if segments is not None and spec.key in segments.rates:
+                    rate = segments.rates[spec.key][segments.population.segments[u], spec.arm_keys.index(d.arm)]
+                if rng.random() >= rate:
                     continue
                 event: dict[str, Any] = {"event_id": f"{d.decision_id}:conv", "type": "conversion",
                                          "experiment": spec.key, "decision_id": d.decision_id}

@@ -109,6 +109,39 @@ class Traffic(Model):
 
 class Eligibility(Model):
     channels_from: str | None = None
+    # Context attribute listing arm keys the unit must not get (e.g. campaigns it already bought).
+    exclude_arms_from: str | None = None
+
+
+class Recommender(StrEnum):
+    NONE = "none"
+    ITEM_CF = "item_cf"
+    CONTENT = "content"
+    SVD = "svd"
+    HYBRID = "hybrid"
+
+
+class Targeting(Model):
+    """Recommender-weighted targeting of a bandit (policies/targeting.py has the blend).
+
+    `strength` 0 is the bandit alone, 1 the recommender's ranking alone; `cf_weight` and
+    `content_weight` mix the hybrid (default 0.5 each); `segments` is k of the k-means on the
+    `segments_from` context attributes; the model is refitted every `refit_every_seconds`.
+    """
+
+    recommender: Recommender
+    strength: Probability = 0.5
+    cf_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    content_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    factors: Annotated[int, Field(ge=1)] = 8
+    temperature: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 0.05
+    segments_from: tuple[str, ...] = ()
+    segments: Annotated[int, Field(ge=1, le=1000)] = 8
+    refit_every_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+
+    @property
+    def active(self) -> bool:
+        return self.recommender is not Recommender.NONE and self.strength > 0
 
 
 class Analysis(Model):
@@ -149,6 +182,7 @@ class ExperimentSpec(Model):
     default_arm: str | None = None
     winner: str | None = None
     analysis: Analysis = Analysis()
+    targeting: Targeting | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -229,3 +263,16 @@ def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
             )
         if spec.policy.discount is not None and spec.policy.window is not None:
             yield ("policy", "window"), "choose discount or window, not both"
+
+    targeting = spec.targeting
+    if targeting is not None:
+        if spec.kind is not Kind.BANDIT:
+            yield ("targeting",), "targeting applies to bandits; an ab_test keeps its fixed split"
+        hybrid = targeting.recommender is Recommender.HYBRID
+        for name in ("cf_weight", "content_weight"):
+            if getattr(targeting, name) is not None and not hybrid:
+                yield ("targeting", name), "applies to the hybrid recommender only"
+        if hybrid and targeting.cf_weight == 0 and targeting.content_weight == 0:
+            yield ("targeting", "cf_weight"), "cf_weight and content_weight cannot both be 0"
+        if len(set(targeting.segments_from)) != len(targeting.segments_from):
+            yield ("targeting", "segments_from"), "lists an attribute twice"

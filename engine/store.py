@@ -6,13 +6,13 @@ at any point leaves them equal to what a recount of the raw rows would give.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Row, RowMapping, bindparam, case, func, inspect, select, text, update
+from sqlalchemy import Connection, Row, bindparam, case, func, inspect, select, text, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 

@@ -71,6 +71,8 @@ class DecisionRow(SQLModel, table=True):
     ts: datetime
     converted: bool = False
     value: float = 0.0
+    # The decide call's context as JSON (segments for targeting, ctx_* columns of export-log).
+    context_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class EventRow(SQLModel, table=True):
