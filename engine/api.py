@@ -53,6 +53,7 @@ from policies.targeting import blend, choose_targeted
 log = logging.getLogger("crosspromo")
 
 SPEC_REFRESH_SECONDS = 5.0
+SPEC_FORCED_REFRESH_SECONDS = 1.0  # an unknown key reloads the snapshot at most this often
 INGEST_CHUNK = 500
 STICKY_CACHE_SIZE = 100_000
 SPOOL_WAIT_FOR_EXPOSURE = 600.0  # seconds a spooled conversion waits for its exposure to arrive
@@ -239,10 +240,14 @@ class Engine:
         return self._get_live(key).stored
 
     def _snapshot(self, force: bool = False) -> dict[str, _Live]:
-        """The cached experiments, reloaded when due (or forced); the old ones if the store is down."""
+        """The cached experiments, reloaded when due (or forced, at most once a second); the old
+        ones while the store is down. Reloads back off on failure, so an outage costs one
+        attempt per interval, not one per decision."""
         with self._lock:
-            if not force and self._clock() - self._specs_at < SPEC_REFRESH_SECONDS:
+            age = self._clock() - self._specs_at
+            if age < (SPEC_FORCED_REFRESH_SECONDS if force else SPEC_REFRESH_SECONDS):
                 return self._live
+            self._specs_at = self._clock()
         try:
             stored = self.store.experiments()
         except Exception as exc:
@@ -255,11 +260,12 @@ class Engine:
         with self._lock:
             self._live = {k: old if (old := self._live.get(k)) is not None and old.stored == s else _build_live(s)
                           for k, s in stored.items()}
-            self._specs_at = self._clock()
             return self._live
 
     def _get_live(self, key: str) -> _Live:
-        live = self._snapshot().get(key)
+        """The experiment's snapshot. With a background thread keeping it fresh, the decide path
+        reloads only for a key it does not know yet."""
+        live = (self._live if self._background is not None else self._snapshot()).get(key)
         if live is None:
             live = self._snapshot(force=True).get(key)
         if live is None:
