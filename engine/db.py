@@ -7,6 +7,7 @@ plain deferred `BEGIN`.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import weakref
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from sqlmodel import SQLModel
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
-_WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
 class StoreError(RuntimeError):
@@ -43,6 +44,26 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+class SqliteWriteLock:
+    """SQLite has one writer at a time. Writers queue here — threads on a mutex, processes on a
+    lock file beside the database — instead of in SQLite's busy handler, which polls with
+    growing sleeps and lets one busy process starve the others."""
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.Lock()
+        self._file = None if database in (None, "", ":memory:") else open(f"{database}.write-lock", "a")  # noqa: SIM115
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._threads.release()
+
+
 def create_engine(url: str) -> SAEngine:
     """A SQLAlchemy engine for `url`, with the tables created if missing."""
     hint = "use sqlite:///path.db or postgresql+psycopg://user@host/db"
@@ -53,9 +74,7 @@ def create_engine(url: str) -> SAEngine:
                 url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
             )
             _tune_sqlite(sa)
-            # SQLite has one writer at a time: threads of a process queue here, in order, instead
-            # of in SQLite's busy handler, which sleeps in growing steps and starves them.
-            _WRITE_LOCKS[sa] = threading.Lock()
+            _WRITE_LOCKS[sa] = SqliteWriteLock(parsed.database)
         else:
             sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                                   connect_args={"connect_timeout": 3})

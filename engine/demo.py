@@ -95,7 +95,7 @@ def draw_segments(raw: dict[str, Any], specs: list[ExperimentSpec], truth: dict[
 
 
 def _fresh(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".write-lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
