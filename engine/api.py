@@ -13,6 +13,7 @@ one is configured), which is drained into the store once it answers again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -110,6 +111,7 @@ class _Live:
     stored: StoredExperiment
     arms: tuple[str, ...]
     channels: np.ndarray
+    split: tuple[float, ...]  # the declared weights (A/B), computed once
     ranges: list[tuple[float, float]]
     policy: Policy | None
     cadence: UpdateCadence | None
@@ -145,6 +147,7 @@ def _build_live(stored: StoredExperiment) -> _Live:
         stored=stored,
         arms=spec.arm_keys,
         channels=np.array([a.channel.value for a in spec.arms]),
+        split=spec.weights,
         ranges=bucket_ranges(spec.weights, spec.traffic.coverage),
         policy=policy,
         cadence=cadence,
@@ -181,6 +184,10 @@ class Engine:
         self._live: dict[str, _Live] = {}
         self._specs_at = float("-inf")
         self._stale = False
+        # Decision ids: a random 64-bit prefix per engine and a counter: unique across replicas
+        # and restarts without a system call per decision.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
         self._background: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -301,7 +308,7 @@ class Engine:
             # cannot receive every arm stays out, so exclusion cannot depend on the arm drawn.
             if index is None or (mask is not None and not mask.all()):
                 return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
-            return self._inside(live, unit, index, Reason.SPLIT, b, spec.weights[index], context)
+            return self._inside(live, unit, index, Reason.SPLIT, b, live.split[index], context)
 
         if b >= spec.traffic.coverage:
             return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
@@ -379,7 +386,8 @@ class Engine:
         """The sticky arm of `unit`: the first one any replica stored (ours if we were first)."""
         spec = live.spec
         try:
-            arm, propensity = self.store.claim_assignment(spec.key, spec.traffic.phase, unit, live.arms[index], propensity)
+            arm, propensity = self.store.claim_assignment(spec.key, spec.traffic.phase, unit, live.arms[index],
+                                                          propensity)
             index = live.arms.index(arm)
             self._store_ok()
         except Exception as exc:
@@ -419,7 +427,7 @@ class Engine:
                 propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
         spec = live.spec
         arm = spec.arms[index]
-        decision_id = uuid.uuid4().hex
+        decision_id = f"{self._id_prefix}{next(self._id_counter):x}"
         if self._stale:
             reason = Reason.STALE
         context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None

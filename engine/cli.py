@@ -284,7 +284,8 @@ def sample_size(
 
 @app.command()
 def demo(
-    out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create (replaced if it exists).")] = Path("crosspromo-demo.db"),
+    out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create (replaced if it exists).")] = Path(
+        "crosspromo-demo.db"),
     users: Annotated[int | None, typer.Option(help="Simulated users [default: configs/demo.yaml].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [default: configs/demo.yaml].")] = None,
     config: Annotated[Path, typer.Option(help="Demo settings and true rates.")] = Path("configs/demo.yaml"),

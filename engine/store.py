@@ -315,7 +315,8 @@ class Store:
 
     # -- events ------------------------------------------------------------------------
 
-    def apply_events(self, events: Sequence[tuple[int, Event]], experiments: dict[str, StoredExperiment]) -> EventOutcome:
+    def apply_events(self, events: Sequence[tuple[int, Event]],
+                     experiments: dict[str, StoredExperiment]) -> EventOutcome:
         """Apply validated events in one transaction, with a few bulk statements per chunk. Each
         is accepted, a duplicate (its `event_id` was seen before, in the store or earlier in the
         chunk: nothing changes) or rejected with its index and reason."""
