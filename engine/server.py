@@ -230,10 +230,14 @@ def replica_spool(config: EngineConfig) -> Spool:
     spool = Spool(path, config.spool_max_bytes)
     if not spool.take_ownership():
         raise RuntimeError(f"spool {path} is held by another process")
+    def adopt(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        spool.append(records)
+        return []  # nothing stays behind in the orphan
+
     for other in sorted(config.spool_dir.glob("*.jsonl")):
         orphan = Spool(other, config.spool_max_bytes)
         if other != path and orphan.take_ownership():
-            orphan.drain(spool.append)
+            orphan.drain(adopt)
             other.unlink()
     return spool
 
