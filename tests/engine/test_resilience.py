@@ -146,8 +146,9 @@ def test_a_new_replica_adopts_the_spool_of_a_dead_one(tmp_path: Path) -> None:
 
     config = EngineConfig(spool_dir=tmp_path / "spool")
     # A replica that spooled two records and died (its process, and so its lock, is gone).
-    code = ("from pathlib import Path; from engine.spool import Spool; s = Spool(Path(r'%s') / 'dead.jsonl');"
-            "s.take_ownership(); s.append([{'kind': 'event', 'n': 1}, {'kind': 'event', 'n': 2}])") % config.spool_dir
+    dead = config.spool_dir / "dead.jsonl"
+    code = (f"from pathlib import Path; from engine.spool import Spool; s = Spool(Path(r'{dead}'));"
+            "s.take_ownership(); s.append([{'kind': 'event', 'n': 1}, {'kind': 'event', 'n': 2}])")
     subprocess.run([sys.executable, "-c", code], check=True)
     held = Spool(config.spool_dir / "alive.jsonl")
     assert held.take_ownership()  # a live replica's spool is left alone
@@ -157,5 +158,5 @@ def test_a_new_replica_adopts_the_spool_of_a_dead_one(tmp_path: Path) -> None:
     adopted: list[dict] = []
     mine.drain(lambda records: adopted.extend(records) or [])
     assert [r["n"] for r in adopted] == [1, 2]
-    assert not (config.spool_dir / "dead.jsonl").exists()
+    assert not dead.exists()
     assert (config.spool_dir / "alive.jsonl").exists()
