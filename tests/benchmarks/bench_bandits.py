@@ -347,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print_table(rows)
     print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    write_report(args.out, "bandits", "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else ""),
-                 rows, ("numpy", "scipy", "mabwiser"), config=asdict(config) | {"update_every": config.update_every},
-                 elapsed_s=round(elapsed, 1))
+    command = "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else "")
+    write_report(args.out, "bandits", command, rows, ("numpy", "scipy", "mabwiser"),
+                 config=asdict(config) | {"update_every": config.update_every}, elapsed_s=round(elapsed, 1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

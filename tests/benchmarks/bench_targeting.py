@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +49,7 @@ from policies.population import PopulationModel, SegmentProfile, draw_population
 from policies.recommender import METHODS, Interactions, RecommenderConfig, fit_recommender  # noqa: E402
 from policies.simulate_targeting import TargetingSetup, simulate_targeting  # noqa: E402
 from policies.thompson import ThompsonSampling  # noqa: E402
+from tests.benchmarks.harness import Row, print_table, write_report  # noqa: E402
 
 PARTNERS = ("art-training", "art-collection", "music", "education")
 CHANNELS = ("email", "push", "in_app")
@@ -82,22 +80,6 @@ class Config:
     ranking_users: int
     latency_calls: int
     refit_rows: int
-
-
-@dataclass(frozen=True)
-class Row:
-    measurement: str
-    ours: float
-    unit: str
-    peer: float | None = None
-    peer_name: str | None = None
-    target: str | None = None
-    passed: bool | None = None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return None if self.peer is None else self.ours / self.peer
 
 
 def measure_conversions(config: Config) -> list[Row]:
@@ -238,24 +220,6 @@ MEASUREMENTS: list[Callable[[Config], list[Row]]] = [measure_conversions, measur
                                                      measure_refit]
 
 
-def format_number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("measurement", "ours", "peer", "unit", "ratio", "target", "ok")
-    lines = [(r.measurement, format_number(r.ours), format_number(r.peer), r.unit, format_number(r.ratio),
-              r.target or "-", {True: "yes", False: "NO", None: "-"}[r.passed]) for r in rows]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
-    for line in (header, tuple("-" * w for w in widths), *lines):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)))
-    for r in rows:
-        if r.note:
-            print(f"- {r.measurement}: {r.note}" + (f"; peer = {r.peer_name}" if r.peer_name else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small populations: a smoke run under a minute")
@@ -271,17 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print_table(rows)
     print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    report = {
-        "benchmark": "targeting",
-        "command": "python tests/benchmarks/bench_targeting.py" + (" --quick" if config.quick else ""),
-        "config": asdict(config),
-        "elapsed_s": round(elapsed, 1),
-        "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                        **{p: version(p) for p in ("numpy", "scipy", "sqlalchemy")}},
-        "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    command = "python tests/benchmarks/bench_targeting.py" + (" --quick" if config.quick else "")
+    write_report(args.out, "targeting", command, rows, ("numpy", "scipy", "sqlalchemy"),
+                 config=asdict(config), elapsed_s=round(elapsed, 1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
