@@ -19,6 +19,7 @@ from engine.config import load_config
 from engine.db import StoreError
 from engine.events import EventError, reject_json_constant
 from engine.loader import SpecError, load_specs
+from engine.spec import Correction, ExperimentSpec
 
 app = typer.Typer(
     name="crosspromo",
@@ -87,6 +88,14 @@ def open_engine(db: str | None, seed: int | None = None) -> Engine:
 
 def default_paths(paths: list[Path] | None) -> list[Path]:
     return paths or [load_config().experiments_dir]
+
+
+def declared_spec(key: str, paths: list[Path] | None) -> ExperimentSpec:
+    """The experiment `key` as declared in the YAML files (not the store)."""
+    specs = {s.key: s for s in load_specs(default_paths(paths))}
+    if key not in specs:
+        raise ValueError(f"no experiment {key!r} in {', '.join(map(str, default_paths(paths)))}")
+    return specs[key]
 
 
 def print_json(data: Any) -> None:
@@ -246,13 +255,6 @@ def winners(
         raise typer.Exit(EXIT_SRM)
 
 
-class CorrectionChoice(StrEnum):
-    HOLM = "holm"
-    BH = "bh"
-    BONFERRONI = "bonferroni"
-    NONE = "none"
-
-
 @app.command("sample-size")
 def sample_size(
     baseline: Annotated[float, typer.Option(help="Control conversion rate (binary) or mean (with --std).")],
@@ -261,7 +263,7 @@ def sample_size(
     alpha: Annotated[float, typer.Option(help="Family-wise significance level.")] = 0.05,
     power: Annotated[float, typer.Option(help="Power for each comparison.")] = 0.8,
     arms: Annotated[int, typer.Option(help="Arms including the control.")] = 2,
-    correction: Annotated[CorrectionChoice, typer.Option(help="Multiple-testing correction.")] = CorrectionChoice.HOLM,
+    correction: Annotated[Correction, typer.Option(help="Multiple-testing correction.")] = Correction.HOLM,
     std: Annotated[float | None, typer.Option(help="Standard deviation per exposure: plans a revenue metric.")] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
 ) -> None:
@@ -322,10 +324,7 @@ def simulate(
     from engine.simulation import parse_drift, parse_truth, plot_simulation, run_simulation
 
     with errors():
-        specs = {s.key: s for s in load_specs(default_paths(paths))}
-        if experiment not in specs:
-            raise ValueError(f"no experiment {experiment!r} in {', '.join(map(str, default_paths(paths)))}")
-        spec = specs[experiment]
+        spec = declared_spec(experiment, paths)
         demo = Path("configs/demo.yaml")
         defaults = load_truth(demo)["experiments"].get(experiment) if demo.exists() else None
         true = parse_truth(spec, truth or [], defaults)
@@ -373,10 +372,7 @@ def evaluate(
     from engine.spec import Recommender
 
     with errors():
-        specs = {s.key: s for s in load_specs(default_paths(paths))}
-        if experiment not in specs:
-            raise ValueError(f"no experiment {experiment!r} in {', '.join(map(str, default_paths(paths)))}")
-        spec = specs[experiment]
+        spec = declared_spec(experiment, paths)
         rows, problems = read_log(log, spec)
         for line, reason in problems:
             err.print(f"{log}:{line}: {reason}", markup=False)
