@@ -43,7 +43,7 @@ from engine.spec import (
     ThompsonPolicy,
     UpdateCadence,
 )
-from engine.spool import Spool
+from engine.spool import Spool, SpoolFullError
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
 from policies.choice import NoEligibleArmError, choose_arm, eligible_weights
@@ -54,6 +54,7 @@ from policies.targeting import blend, choose_targeted
 log = logging.getLogger("crosspromo")
 
 SPEC_REFRESH_SECONDS = 5.0
+MAX_UNIT_LENGTH = 256  # the decisions.unit column
 SPEC_FORCED_REFRESH_SECONDS = 1.0  # an unknown key reloads the snapshot at most this often
 INGEST_CHUNK = 500
 STICKY_CACHE_SIZE = 100_000
@@ -179,6 +180,7 @@ class Engine:
         self._rng = rng
         self._clock = clock
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
         self._buffer: list[Exposure] = []
         self._last_flush = clock()
         self._live: dict[str, _Live] = {}
@@ -246,6 +248,10 @@ class Engine:
     def experiment(self, key: str) -> StoredExperiment:
         return self._get_live(key).stored
 
+    def is_cached(self, key: str) -> bool:
+        """Whether `key` is in the snapshot, so deciding for it needs no store access."""
+        return key in self._live
+
     def _snapshot(self, force: bool = False) -> dict[str, _Live]:
         """The cached experiments, reloaded when due (or forced, at most once a second); the old
         ones while the store is down. Reloads back off on failure, so an outage costs one
@@ -295,12 +301,14 @@ class Engine:
 
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
+        if not 0 < len(unit) <= MAX_UNIT_LENGTH:
+            raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
+        mask = self._eligible(live, context)
         if spec.status in (Status.PAUSED, Status.STOPPED, Status.CONCLUDED):
-            return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None)
+            return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None, mask)
         b = bucket(spec.seed, unit)
         if spec.status is Status.DRAFT:
-            return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b)
-        mask = self._eligible(live, context)
+            return self._outside(live, spec.fallback_arm, Reason.DEFAULT, b, mask)
 
         if spec.kind is Kind.AB_TEST:
             index = arm_for_bucket(b, live.ranges)
@@ -383,15 +391,20 @@ class Engine:
             live.model, live.model_at = model, self._clock()
 
     def _claim(self, live: _Live, unit: str, index: int, propensity: float) -> tuple[int, float]:
-        """The sticky arm of `unit`: the first one any replica stored (ours if we were first)."""
+        """The sticky arm of `unit`: the first one any replica stored (ours if we were first).
+
+        While the store is down the fresh draw is served but not remembered, so the unit is
+        claimed for real once the store answers."""
         spec = live.spec
         try:
-            arm, propensity = self.store.claim_assignment(spec.key, spec.traffic.phase, unit, live.arms[index],
-                                                          propensity)
-            index = live.arms.index(arm)
-            self._store_ok()
+            held, held_propensity = self.store.claim_assignment(spec.key, spec.traffic.phase, unit,
+                                                                live.arms[index], propensity)
         except Exception as exc:
             self._store_failed(exc, "claiming a sticky assignment")
+            return index, propensity
+        self._store_ok()
+        if held in live.arms:  # else its arm left the experiment: the fresh draw stands
+            index, propensity = live.arms.index(held), held_propensity
         with self._lock:
             if len(live.sticky) >= STICKY_CACHE_SIZE:
                 live.sticky.clear()
@@ -483,14 +496,14 @@ class Engine:
             return np.asarray(spec.weights, dtype=float)
         discount = getattr(spec.policy, "discount", None)
         window = getattr(spec.policy, "window", None)
-        if discount is None and window is None:
+        if (discount is None or discount == 1) and window is None:
             aggregates = self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
             return live.policy.weights(stats_for(spec, aggregates), self._rng)
         if window is not None:
             sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=window, bucket=window)
             return live.policy.weights(_weighted_stats(spec, sums[:, 0, :]), self._rng)
         step = (live.cadence or UpdateCadence()).every_outcomes
-        buckets = 1 if discount == 1 else int(np.log(DISCOUNT_CUTOFF) / np.log(discount)) + 1
+        buckets = int(np.log(DISCOUNT_CUTOFF) / np.log(discount)) + 1
         sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=buckets * step, bucket=step)
         decay = discount ** np.arange(sums.shape[1])
         return live.policy.weights(_weighted_stats(spec, np.einsum("abk,b->ak", sums, decay)), self._rng)
@@ -498,24 +511,36 @@ class Engine:
     # -- writes and their failures -----------------------------------------------------
 
     def flush(self) -> int:
-        """Write buffered exposures; returns how many were written (0 if they went to the spool)."""
+        """Write buffered exposures; returns how many were written (0 if they went to the spool).
+
+        One flush at a time: a caller that needs the buffer in the store (a conversion about to
+        name a decision) waits for a flush already under way instead of finding the buffer empty.
+        """
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                self._last_flush = self._clock()
+            if not batch:
+                return 0
+            try:
+                written = self.store.log_exposures(batch)
+            except Exception as exc:
+                if self.spool is None or not is_unavailable(exc):
+                    self._requeue(batch)
+                    raise
+                self._store_failed(exc, "logging exposures")
+                try:
+                    self.spool.append([{"kind": "exposure", **_exposure_record(e)} for e in batch])
+                except SpoolFullError:
+                    self._requeue(batch)
+                    raise
+                return 0
+            self._store_ok()
+            return written
+
+    def _requeue(self, batch: list[Exposure]) -> None:
         with self._lock:
-            batch, self._buffer = self._buffer, []
-            self._last_flush = self._clock()
-        if not batch:
-            return 0
-        try:
-            written = self.store.log_exposures(batch)
-        except Exception as exc:
-            if self.spool is None or not is_unavailable(exc):
-                with self._lock:
-                    self._buffer = batch + self._buffer  # kept for the next flush
-                raise
-            self._store_failed(exc, "logging exposures")
-            self.spool.append([{"kind": "exposure", **_exposure_record(e)} for e in batch])
-            return 0
-        self._store_ok()
-        return written
+            self._buffer = batch + self._buffer  # kept for the next flush
 
     def _store_failed(self, exc: Exception, doing: str) -> None:
         if not is_unavailable(exc):
@@ -558,22 +583,29 @@ class Engine:
         return keep
 
     def maintain(self) -> None:
-        """One round of background upkeep: flush, drain the spool, refresh snapshot and weights."""
-        try:
-            self.flush()
-            if self._stale:
-                self.store.ping()
-                self._store_ok()
-            self.drain_spool()
-        except Exception as exc:
-            self._store_failed(exc, "maintenance")
-            return
+        """One round of background upkeep: flush, drain the spool, refresh snapshot and weights.
+
+        Each step runs on its own: an outage skips the round's writes, and an error in one step
+        is logged without stopping the others (the next round retries it)."""
+        for step in (self.flush, self._check_recovery, self.drain_spool):
+            try:
+                step()
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._store_failed(exc, "maintenance")
+                    return
+                log.exception("maintenance step %s failed", step.__name__)
         now = self._clock()
         for live in list(self._snapshot().values()):
             if live.policy is not None and live.weights_due(now):
                 self._refresh_weights(live)
             if live.model_due(now):
                 self._refit_targeting(live)
+
+    def _check_recovery(self) -> None:
+        if self._stale:
+            self.store.ping()
+            self._store_ok()
 
     def start_background(self, interval: float = 0.2) -> None:
         """Move flushing and refreshing off the decide path, into a daemon thread."""
@@ -691,6 +723,8 @@ def _listed(value: Any) -> list[str]:
     """A context attribute holding a list: a list, or a comma-separated string (CLI --context)."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"context: expected a list of names or a comma-separated string, got {value!r}")
     return [str(v) for v in value]
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 EventType = Literal["conversion", "exposure"]
+MAX_VALUE = 1e12
 
 
 class EventError(ValueError):
@@ -58,6 +59,8 @@ class Event(BaseModel):
             raise ValueError("must be finite (NaN and Infinity are refused)")
         if v < 0:
             raise ValueError("must be >= 0")
+        if v > MAX_VALUE:
+            raise ValueError(f"must be <= {MAX_VALUE:g} (its square must stay finite in the sums)")
         return float(v)
 
     @field_validator("ts")

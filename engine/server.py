@@ -163,9 +163,10 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
             raise ApiError(422, str(exc)) from None
 
     async def off_loop(fn: Callable[..., Any], key: str, *args: Any) -> Any:
-        """Decisions run on the event loop (no I/O: snapshot and buffer), except a sticky
-        bandit's first decision per unit, which claims its arm in the store: in a thread."""
-        if call(engine.experiment, key).spec.traffic.sticky:
+        """Decisions run on the event loop (no I/O: snapshot and buffer), except those that may
+        touch the store — a key not in the snapshot yet, a sticky bandit claiming a unit's
+        first arm — which run in a thread."""
+        if not engine.is_cached(key) or call(engine.experiment, key).spec.traffic.sticky:
             return await run_in_threadpool(call, fn, key, *args)
         return call(fn, key, *args)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger("crosspromo")
 
 
 class SpoolFullError(RuntimeError):
@@ -28,6 +31,14 @@ class Spool:
         self._lock = threading.Lock()
         self._owner: IO[bytes] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _ends_torn(self) -> bool:
+        size = self.size()
+        if size == 0:
+            return False
+        with self.path.open("rb") as fh:
+            fh.seek(size - 1)
+            return fh.read(1) != b"\n"
 
     def take_ownership(self) -> bool:
         """Lock the file for this process's lifetime (released when it exits, even by SIGKILL).
@@ -57,6 +68,10 @@ class Spool:
             if self.size() + len(data) > self.max_bytes:
                 raise SpoolFullError(f"local spool {self.path} is full ({self.max_bytes:,} bytes)")
             with self.path.open("ab") as fh:
+                if self._ends_torn():
+                    # A crash cut the last append short (it was never acknowledged): close its line
+                    # so this record stays whole and readable.
+                    fh.write(b"\n")
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -70,13 +85,12 @@ class Spool:
             with self.path.open("rb") as fh:
                 lines = [line for line in fh if line.strip()]
             records = []
-            for i, line in enumerate(lines):
+            for line in lines:
                 try:
                     records.append(json.loads(line))
                 except ValueError:
-                    if i != len(lines) - 1:
-                        raise
-                    # A torn last line: its append never returned, so nobody was told it was kept.
+                    # A torn line: its append never returned, so nobody was told it was kept.
+                    log.warning("spool %s: skipped a torn record", self.path)
             keep = write(records)
             data = _encode(keep)
             with self.path.open("wb") as fh:

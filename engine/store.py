@@ -6,6 +6,7 @@ at any point leaves them equal to what a recount of the raw rows would give.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,8 +151,14 @@ def _changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
 
 
 def _unsafe_change(old: ExperimentSpec, new: ExperimentSpec) -> str:
-    """Why applying `new` over a running A/B test would move units between arms ('' if it would not)."""
-    if old.kind is not Kind.AB_TEST or old.status is not Status.RUNNING:
+    """Why applying `new` over a running A/B test (or sticky bandit) would move units between
+    arms ('' if it would not)."""
+    if old.status is not Status.RUNNING:
+        return ""
+    if old.kind is Kind.BANDIT:
+        sticky_arm_removed = old.traffic.sticky and not set(old.arm_keys) <= set(new.arm_keys)
+        if sticky_arm_removed and new.traffic.phase == old.traffic.phase:
+            return "removing an arm of a running sticky bandit strands the units that hold it"
         return ""
     if new.traffic.phase > old.traffic.phase:
         return ""
@@ -393,6 +400,12 @@ def _add_missing_columns(sa: SAEngine) -> None:
             raise
 
 
+def imported_decision_id(event_id: str) -> str:
+    """The decision id of an exposure imported without one: derived from its event id, and
+    short enough for the column whatever the event id's length."""
+    return "ev:" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
+
+
 class _EventBatch:
     """One chunk of events against one transaction: existing events and decisions are read in
     bulk, the outcome of each event is worked out in memory, and the writes go out in bulk."""
@@ -416,7 +429,7 @@ class _EventBatch:
             except EventError as exc:
                 outcome.rejected.append((index, str(exc)))
         seen = self._existing_events([ev.event_id for _, ev, _ in valid])
-        self._read_decisions([ev.decision_id or f"ev:{ev.event_id}" for _, ev, _ in valid])
+        self._read_decisions([ev.decision_id or imported_decision_id(ev.event_id) for _, ev, _ in valid])
         new_events = []
         for index, ev, exp in valid:
             if ev.event_id in seen:
@@ -464,7 +477,7 @@ class _EventBatch:
             self.decisions[row["decision_id"]] = dict(row)
 
     def _exposure(self, ev: Event, exp: StoredExperiment) -> None:
-        decision_id = ev.decision_id or f"ev:{ev.event_id}"
+        decision_id = ev.decision_id or imported_decision_id(ev.event_id)
         if decision_id in self.decisions:
             raise EventError(f"decision_id: {decision_id!r} was already logged")
         arm = next(a for a in exp.spec.arms if a.key == ev.arm)
@@ -477,8 +490,7 @@ class _EventBatch:
 
     def _conversion(self, ev: Event, exp: StoredExperiment) -> None:
         decision = self._decision_of(ev)
-        if decision["phase"] != exp.phase:
-            return  # kept for audit; a closed phase's analysis does not move
+        # Counted in the decision's own phase: the caller's snapshot may be behind a phase change.
         before = decision["value"]
         after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
         self.deltas.add(exp.spec.key, decision["phase"], decision["arm"], conversions=0 if decision["converted"] else 1,

@@ -91,6 +91,7 @@ BAD_EVENTS = [
     ({"event_id": "b", "experiment": "landing", "unit": "u", "value": float("inf")}, "finite"),
     ({"event_id": "b", "experiment": "landing", "unit": "u", "value": -1}, ">= 0"),
     ({"event_id": "b", "experiment": "landing", "unit": "u", "value": True}, "boolean"),
+    ({"event_id": "b", "experiment": "landing", "unit": "u", "value": 1e200}, "<= 1e"),
     ({"event_id": "b", "experiment": "landing", "unit": "never-seen"}, "no exposure"),
     ({"event_id": "b", "experiment": "landing"}, "decision_id or unit"),
     ({"event_id": "b", "experiment": "landing", "decision_id": "missing"}, "no decision"),
@@ -184,3 +185,56 @@ def test_bandit_decisions_respect_eligibility_and_carry_propensities(db_url: str
         assert all(0 < d.propensity <= 1 for d in decisions)
         nobody = e.decide("channels", "u-x", {"opted_in": []})
         assert (nobody.arm, nobody.reason) == (None, Reason.DEFAULT)
+
+
+def test_stopped_and_draft_experiments_respect_channel_opt_in(db_url: str, tmp_path: Path) -> None:
+    concluded = BANDIT_YAML.replace("status: running", "status: concluded\nwinner: by-sms")
+    draft = BANDIT_YAML.replace("key: channels", "key: drafted").replace("status: running", "status: draft")
+    with Engine.open(db_url) as e:
+        e.apply([write_yaml(tmp_path, "c.yaml", concluded), write_yaml(tmp_path, "d.yaml", draft)])
+        d = e.decide("channels", "u1", {"opted_in": ["email"]})
+        assert (d.reason, d.arm, d.channel) == (Reason.STOPPED, None, None)
+        assert e.decide("channels", "u1", {"opted_in": ["sms"]}).arm == "by-sms"
+        d = e.decide("drafted", "u1", {"opted_in": ["push"]})
+        assert (d.reason, d.arm) == (Reason.DEFAULT, None)
+
+
+@pytest.mark.parametrize("context", [{"opted_in": 5}, {"opted_in": None}, {"opted_in": True}])
+def test_malformed_contexts_and_units_are_caller_errors(db_url: str, tmp_path: Path, context: dict) -> None:
+    with Engine.open(db_url) as e:
+        e.apply([write_yaml(tmp_path, "b.yaml", BANDIT_YAML)])
+        with pytest.raises(ValueError, match="context"):
+            e.decide("channels", "u1", context)
+        with pytest.raises(ValueError, match="unit"):
+            e.decide("channels", "u" * 300)
+
+
+def test_conversions_count_in_their_decisions_phase(db_url: str, tmp_path: Path) -> None:
+    with Engine.open(db_url) as first, Engine.open(db_url) as second:
+        first.apply([write_yaml(tmp_path / "v1", "l.yaml", AB_YAML)])
+        second.experiment("landing")  # second's snapshot: phase 1
+        phase2 = AB_YAML.replace("coverage: 1.0", "coverage: 1.0, phase: 2")
+        first.apply([write_yaml(tmp_path / "v2", "l.yaml", phase2)])
+        d = first.decide("landing", "u1")
+        first.flush()
+        assert second.record({"event_id": "c1", "experiment": "landing", "decision_id": d.decision_id})
+        _, aggs = first.aggregates("landing")
+        assert sum(a.conversions for a in aggs) == 1
+
+
+def test_long_event_ids_import_exposures(engine: Engine) -> None:
+    event = {"event_id": "x" * 250, "type": "exposure", "experiment": "landing", "unit": "u", "arm": "control"}
+    assert engine.record(event)
+    assert not engine.record(event)
+    _, aggs = engine.aggregates("landing")
+    assert sum(a.exposures for a in aggs) == 1
+
+
+def test_removing_an_arm_of_a_running_sticky_bandit_needs_a_new_phase(db_url: str, tmp_path: Path) -> None:
+    sticky = BANDIT_YAML.replace("eligibility:", "traffic: {sticky: true}\neligibility:")
+    fewer = sticky.replace("  - {key: by-sms, campaign: c, partner: music, channel: sms}\n", "")
+    with Engine.open(db_url) as e:
+        e.apply([write_yaml(tmp_path / "a", "b.yaml", sticky)])
+        with pytest.raises(UnsafeChangeError, match="sticky"):
+            e.apply([write_yaml(tmp_path / "b", "b.yaml", fewer)])
+        e.apply([write_yaml(tmp_path / "c", "b.yaml", fewer.replace("{sticky: true}", "{sticky: true, phase: 2}"))])

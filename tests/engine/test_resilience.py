@@ -160,3 +160,31 @@ def test_a_new_replica_adopts_the_spool_of_a_dead_one(tmp_path: Path) -> None:
     assert [r["n"] for r in adopted] == [1, 2]
     assert not dead.exists()
     assert (config.spool_dir / "alive.jsonl").exists()
+
+
+def test_an_append_after_a_torn_line_stays_readable(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.jsonl")
+    spool.append([{"kind": "event", "n": 1}])
+    with spool.path.open("a") as fh:
+        fh.write('{"kind": "ev')  # a crash mid-append
+    spool.append([{"kind": "event", "n": 2}])
+    spool.append([{"kind": "event", "n": 3}])
+    seen: list[dict] = []
+    assert spool.drain(lambda records: seen.extend(records) or []) == 3
+    assert [r["n"] for r in seen] == [1, 2, 3]
+
+
+def test_a_full_spool_keeps_exposures_in_memory(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.spool import SpoolFullError
+
+    spool = Spool(tmp_path / "spool.jsonl", max_bytes=10)
+    with Engine.open(db_url, seed=0, spool=spool) as e:
+        e.apply([write_yaml(tmp_path, "l.yaml", AB_YAML)])
+        e.experiment("landing")  # snapshot taken while the store answers
+        outage = _Outage(e, monkeypatch)
+        outage.down = True
+        e.decide_many("landing", [f"u{i}" for i in range(20)])
+        with pytest.raises(SpoolFullError):
+            e.flush()
+        outage.down = False
+        assert e.flush() == 20

@@ -78,6 +78,9 @@ def test_stopped_experiment_answers_200_with_the_winner_and_logs_nothing(client:
     ("post", "/v1/experiments/landing/decisions", DECIDE, {"unit": "u", "colour": 1}, 422, "colour"),
     ("post", "/v1/experiments/landing/decisions", DECIDE, [1, 2], 422, "body"),
     ("post", "/v1/events", DECIDE, {"events": []}, 422, "events"),
+    ("post", "/v1/experiments/channels/decisions", DECIDE, {"unit": "u", "context": {"opted_in": 5}}, 422, "context"),
+    ("post", "/v1/experiments/channels/decisions", DECIDE, {"unit": "u", "context": {"opted_in": None}}, 422,
+     "context"),
     ("post", "/v1/experiments/landing/decisions:batch", DECIDE, {"units": [{"unit": 5}]}, 422, "unit"),
 ])
 def test_refusals_have_status_and_reason(client: TestClient, method: str, path: str, headers: dict,
