@@ -569,7 +569,7 @@ class Engine:
         exposures = [_exposure_from_record(r) for r in records if r["kind"] == "exposure"]
         self.store.log_exposures(exposures)
         events = [(i, parse_event(r["event"])) for i, r in enumerate(records) if r["kind"] == "event"]
-        known = {k: v.stored for k, v in self._snapshot().items()}
+        known = {k: v.stored for k, v in self._snapshot(force=True).items()}  # an adopted spool may name any
         keep = []
         now = time.time()
         for start in range(0, len(events), INGEST_CHUNK):
