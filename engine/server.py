@@ -238,7 +238,11 @@ def replica_spool(config: EngineConfig) -> Spool:
     for other in sorted(config.spool_dir.glob("*.jsonl")):
         orphan = Spool(other, config.spool_max_bytes)
         if other != path and orphan.take_ownership():
-            orphan.drain(adopt)
+            try:
+                orphan.drain(adopt)
+            except SpoolFullError:
+                log.warning("spool %s left for a later start: %s is full", other, path)
+                continue
             other.unlink()
     return spool
 
