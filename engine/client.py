@@ -63,6 +63,13 @@ def _result(response: httpx.Response) -> Any:
     return response.json()
 
 
+def _final(error: Exception | None, response: httpx.Response | None) -> Any:
+    """The answer of the last attempt: its JSON, or the error that ended the retries."""
+    if response is None:
+        raise ServiceError(None, f"service unreachable: {error}") from error
+    return _result(response)
+
+
 class _Base:
     def __init__(self, base_url: str, api_key: str | None, timeout: float, retries: int, backoff: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -118,9 +125,7 @@ class Client(_Base):
             except httpx.TransportError as exc:
                 error = exc
             if self._give_up(attempt, error, response):
-                if response is None:
-                    raise ServiceError(None, f"service unreachable: {error}") from error
-                return _result(response)
+                return _final(error, response)
             time.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
@@ -163,8 +168,6 @@ class AsyncClient(_Base):
             except httpx.TransportError as exc:
                 error = exc
             if self._give_up(attempt, error, response):
-                if response is None:
-                    raise ServiceError(None, f"service unreachable: {error}") from error
-                return _result(response)
+                return _final(error, response)
             await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")

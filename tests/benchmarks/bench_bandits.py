@@ -54,7 +54,7 @@ from policies.registry import Policy  # noqa: E402
 from policies.simulate import Truth, TruthChange, potential_outcomes, simulate, swap_best_worst  # noqa: E402
 from policies.stats import BinaryStats  # noqa: E402
 from policies.thompson import ThompsonSampling  # noqa: E402
-from tests.benchmarks.harness import Row, print_table, versus, write_report  # noqa: E402
+from tests.benchmarks.harness import Row, print_table, run_measurements, versus, write_report  # noqa: E402
 
 ARMS = 10
 SETTINGS = {"others 0.40": Truth((0.5,) + (0.4,) * (ARMS - 1)), "others 0.48": Truth((0.5,) + (0.48,) * (ARMS - 1))}
@@ -339,12 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else Config(quick=False, seeds=20, users=100_000, repeats=7)
     )
-    started = time.perf_counter()
-    rows: list[Row] = []
-    for measure in MEASUREMENTS:
-        print(f"running {measure.__name__} ...", file=sys.stderr, flush=True)
-        rows.extend(measure(config))
-    elapsed = time.perf_counter() - started
+    rows, elapsed = run_measurements(MEASUREMENTS, config)
     print_table(rows)
     print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
     command = "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else "")

@@ -49,7 +49,7 @@ from policies.population import PopulationModel, SegmentProfile, draw_population
 from policies.recommender import METHODS, Interactions, RecommenderConfig, fit_recommender  # noqa: E402
 from policies.simulate_targeting import TargetingSetup, simulate_targeting  # noqa: E402
 from policies.thompson import ThompsonSampling  # noqa: E402
-from tests.benchmarks.harness import Row, print_table, write_report  # noqa: E402
+from tests.benchmarks.harness import Row, print_table, run_measurements, write_report  # noqa: E402
 
 PARTNERS = ("art-training", "art-collection", "music", "education")
 CHANNELS = ("email", "push", "in_app")
@@ -227,12 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = (Config(True, 2, 20_000, 5_000, 2_000, 100_000) if args.quick
               else Config(False, 5, 100_000, 20_000, 10_000, 1_000_000))
-    started = time.perf_counter()
-    rows: list[Row] = []
-    for measure in MEASUREMENTS:
-        print(f"running {measure.__name__} ...", file=sys.stderr, flush=True)
-        rows.extend(measure(config))
-    elapsed = time.perf_counter() - started
+    rows, elapsed = run_measurements(MEASUREMENTS, config)
     print_table(rows)
     print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
     command = "python tests/benchmarks/bench_targeting.py" + (" --quick" if config.quick else "")

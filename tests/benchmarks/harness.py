@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -92,3 +95,13 @@ def write_report(path: Path, name: str, command: str, rows: list[Row], packages:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_measurements(measurements: Sequence[Callable[[Any], list[Row]]], config: Any) -> tuple[list[Row], float]:
+    """Every measurement in order, with progress on stderr; the rows and the seconds it took."""
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for measure in measurements:
+        print(f"running {measure.__name__} ...", file=sys.stderr, flush=True)
+        rows.extend(measure(config))
+    return rows, time.perf_counter() - started
