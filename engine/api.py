@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.assignment import arm_for_bucket, bucket, bucket_ranges
+from engine.assignment import arm_for_bucket, arms_for_buckets, bucket, bucket_ranges, buckets
 from engine.config import EngineConfig, load_config
 from engine.db import StoreError, is_unavailable
 from engine.decision import Decision, Reason
@@ -46,7 +46,7 @@ from engine.spec import (
 from engine.spool import Spool, SpoolFullError
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
-from policies.choice import NoEligibleArmError, choose_arm, eligible_weights
+from policies.choice import NoEligibleArmError, choose_arm, draw_arms, eligible_weights
 from policies.registry import Policy, make_policy
 from policies.stats import ArmStats, BinaryStats, MeanStats
 from policies.targeting import blend, choose_targeted
@@ -111,6 +111,7 @@ class _Live:
 
     stored: StoredExperiment
     arms: tuple[str, ...]
+    arm_facts: tuple[tuple[str, str, str, dict[str, Any]], ...]  # key, channel, campaign, payload
     channels: np.ndarray
     split: tuple[float, ...]  # the declared weights (A/B), computed once
     ranges: list[tuple[float, float]]
@@ -147,6 +148,7 @@ def _build_live(stored: StoredExperiment) -> _Live:
     return _Live(
         stored=stored,
         arms=spec.arm_keys,
+        arm_facts=tuple((a.key, a.channel.value, a.campaign, dict(a.payload)) for a in spec.arms),
         channels=np.array([a.channel.value for a in spec.arms]),
         split=spec.weights,
         ranges=bucket_ranges(spec.weights, spec.traffic.coverage),
@@ -187,7 +189,8 @@ class Engine:
         self._specs_at = float("-inf")
         self._stale = False
         # Decision ids: a random 64-bit prefix per engine and a counter: unique across replicas
-        # and restarts without a system call per decision.
+        # and restarts without a system call per decision. The counter is zero-padded so ids sort
+        # in the order they were issued (decisions of one batch share a timestamp).
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
         self._background: threading.Thread | None = None
@@ -296,8 +299,44 @@ class Engine:
         if contexts is not None and len(contexts) != len(units):
             raise ValueError(f"got {len(units)} units but {len(contexts)} contexts")
         live = self._get_live(experiment)
-        ctxs = contexts or [None] * len(units)
-        return [self._decide(live, str(u), c or {}) for u, c in zip(units, ctxs, strict=True)]
+        names = [str(u) for u in units]
+        ctxs = [c or {} for c in contexts] if contexts is not None else [{}] * len(names)
+        spec = live.spec
+        batchable = spec.status is Status.RUNNING and (
+            spec.kind is Kind.AB_TEST or not (spec.traffic.sticky or live.targeting is not None))
+        if not batchable or not names:
+            return [self._decide(live, u, c) for u, c in zip(names, ctxs, strict=True)]
+        return self._decide_batch(live, names, ctxs)
+
+    def _decide_batch(self, live: _Live, units: list[str], contexts: list[Mapping[str, Any]]) -> list[Decision]:
+        """`_decide` for many units of a running A/B test or plain bandit, vectorised: one
+        numpy pass for the buckets and the draws. Units whose context restricts their arms go
+        through `_decide` one by one; every unit gets exactly the answer `_decide` would give."""
+        spec = live.spec
+        for unit in units:
+            if not 0 < len(unit) <= MAX_UNIT_LENGTH:
+                raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
+        b = buckets(spec.seed, units)
+        plain = np.array([self._eligible(live, c) is None for c in contexts], dtype=bool)
+        if spec.kind is Kind.AB_TEST:
+            indices = arms_for_buckets(b, live.ranges)
+            propensities = np.asarray(live.split)[np.maximum(indices, 0)]
+            reason = Reason.SPLIT
+        else:
+            with self._lock:
+                weights = self._bandit_weights(live)
+            indices = np.where(b < spec.traffic.coverage, draw_arms(weights, self._rng, len(units)), -1)
+            propensities = weights[np.maximum(indices, 0)]
+            reason = Reason.BANDIT
+        decided: list[Decision | None] = [None] * len(units)
+        inside = np.flatnonzero(plain & (indices >= 0))
+        for i, decision in zip(inside.tolist(), self._inside_many(
+                live, [units[i] for i in inside], indices[inside].tolist(), reason, b[inside].tolist(),
+                propensities[inside].tolist(), [contexts[i] for i in inside]), strict=True):
+            decided[i] = decision
+        for i in np.flatnonzero(plain & (indices < 0)).tolist():
+            decided[i] = self._outside(live, spec.fallback_arm, Reason.DEFAULT, float(b[i]))
+        return [d if d is not None else self._decide(live, units[i], contexts[i]) for i, d in enumerate(decided)]
 
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
@@ -438,27 +477,33 @@ class Engine:
 
     def _inside(self, live: _Live, unit: str, index: int, reason: Reason, b: float,
                 propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
-        spec = live.spec
-        arm = spec.arms[index]
-        decision_id = f"{self._id_prefix}{next(self._id_counter):x}"
+        return self._inside_many(live, [unit], [index], reason, [b], [propensity], [context or {}])[0]
+
+    def _inside_many(self, live: _Live, units: list[str], indices: list[int], reason: Reason, bs: list[float],
+                     propensities: list[float], contexts: list[Mapping[str, Any]]) -> list[Decision]:
+        """Decisions that put units in arms, their exposures appended to the write buffer."""
+        spec, version, phase = live.spec, live.stored.version, live.spec.traffic.phase
         if self._stale:
             reason = Reason.STALE
-        context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None
-        exposure = Exposure(decision_id, spec.key, live.stored.version, spec.traffic.phase, unit,
-                            arm.key, arm.channel.value, b, propensity, reason.value, utcnow(), context_json)
+        now, why = utcnow(), reason.value
+        exposures, decisions = [], []
+        for unit, index, b, propensity, context in zip(units, indices, bs, propensities, contexts, strict=True):
+            arm, channel, campaign, payload = live.arm_facts[index]
+            decision_id = f"{self._id_prefix}{next(self._id_counter):012x}"
+            context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None
+            exposures.append(Exposure(decision_id, spec.key, version, phase, unit, arm, channel, b, propensity, why,
+                                      now, context_json))
+            decisions.append(Decision(spec.key, arm, channel, campaign, reason, True, b, propensity, decision_id,
+                                      version, dict(payload)))
         with self._lock:
-            self._buffer.append(exposure)
-            live.observations_since += 1
+            self._buffer += exposures
+            live.observations_since += len(exposures)
             due = self._background is None and (
                 len(self._buffer) >= self.config.exposure_batch_size
                 or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
         if due:
             self.flush()
-        return Decision(
-            experiment=spec.key, arm=arm.key, channel=arm.channel.value, campaign=arm.campaign,
-            reason=reason, in_experiment=True, bucket=b, propensity=propensity,
-            decision_id=decision_id, experiment_version=live.stored.version, payload=dict(arm.payload),
-        )
+        return decisions
 
     def _bandit_weights(self, live: _Live) -> np.ndarray:
         """The cached weights; refreshed inline when due unless a background thread does it."""
@@ -729,7 +774,7 @@ def _listed(value: Any) -> list[str]:
 
 
 def _exposure_record(e: Exposure) -> dict[str, Any]:
-    return {f: (v.isoformat() if isinstance(v, datetime) else v) for f, v in vars(e).items()}
+    return {f: (v.isoformat() if isinstance(v, datetime) else v) for f, v in e._asdict().items()}
 
 
 def _exposure_from_record(r: dict[str, Any]) -> Exposure:

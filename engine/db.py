@@ -10,17 +10,18 @@ from __future__ import annotations
 import fcntl
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, event
+from sqlalchemy import ARRAY, ColumnElement, Connection, Insert, Table, any_, bindparam, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.sql.type_api import TypeEngine
 from sqlmodel import SQLModel
 
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -132,3 +133,43 @@ def _insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
 def insert_if_absent(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
     """Insert `row` unless its primary key exists (no error, no lock wait); True if inserted."""
     return conn.execute(_insert_ignoring_duplicates(conn.dialect.name, table), row).first() is not None
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert `rows` (tuples in the order of `columns`) by the driver's fastest path: COPY on
+    PostgreSQL, one prepared `executemany` on SQLite. Without conflict handling: a key that
+    exists raises `IntegrityError`, as a plain INSERT would."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        try:
+            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # The driver's own error, as SQLAlchemy would have raised it (IntegrityError, ...).
+            raise DBAPIError.instance(f"COPY {table.name}", None, exc, conn.dialect.loaded_dbapi.Error,
+                                      dialect=conn.dialect) from exc
+        return
+    processors = [_bind_processor(table.c[c].type, conn.dialect) for c in columns]
+    if any(processors):
+        rows = [tuple(v if f is None or v is None else f(v) for f, v in zip(processors, row, strict=True))
+                for row in rows]
+    placeholders = ", ".join("?" * len(columns))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({placeholders})", list(rows))
+
+
+def _bind_processor(type_: TypeEngine[Any], dialect: Any) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy would store a value of this column (on SQLite: datetimes as text)."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def member_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL (one statement
+    text whatever the list's length, so the server can keep it prepared), `IN (...)` on SQLite."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))

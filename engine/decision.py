@@ -17,8 +17,11 @@ class Reason(StrEnum):
     ERROR = "ERROR"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
+    """One answer of `decide`. Not frozen: batch endpoints build thousands a request, and a
+    frozen dataclass costs more to build than the rest of the decision."""
+
     experiment: str
     arm: str | None
     channel: str | None

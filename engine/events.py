@@ -65,10 +65,10 @@ class Event(BaseModel):
 
     @field_validator("ts")
     @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            return v.replace(tzinfo=UTC)
-        return v
+    def _in_utc(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
     @field_validator("unit", "decision_id", "arm", "ts", mode="before")
     @classmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import hmac
-import json
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
 from engine.db import StoreError
-from engine.events import EventError, reject_json_constant
+from engine.events import EventError
 from engine.spool import Spool, SpoolFullError
 
 log = logging.getLogger("crosspromo.server")
@@ -94,8 +94,8 @@ async def read_json(request: Request, model: type[BaseModel], max_bytes: int) ->
         if len(body) > max_bytes:
             raise ApiError(413, f"request body over {max_bytes} bytes", "split the batch")
     try:
-        data = json.loads(body, parse_constant=reject_json_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(body)  # strict: NaN, Infinity and out-of-range numbers are refused
+    except orjson.JSONDecodeError as exc:
         raise ApiError(422, f"body is not valid JSON: {exc}") from None
     try:
         return model.model_validate(data)
@@ -107,9 +107,9 @@ async def read_json(request: Request, model: type[BaseModel], max_bytes: int) ->
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    """JSON without FastAPI's per-field encoder (our payloads are plain dicts already)."""
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
-    return Response(body, status, media_type="application/json")
+    """JSON by orjson, without FastAPI's per-field encoder (dataclasses such as `Decision` are
+    written field by field, enums as their values)."""
+    return Response(orjson.dumps(data, default=str), status, media_type="application/json")
 
 
 def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024, auth: bool = True) -> FastAPI:
@@ -174,7 +174,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
     async def decide(key: str, request: Request) -> Response:
         body = await read_json(request, DecideRequest, max_body_bytes)
         decision = await off_loop(engine.decide, key, body.unit, body.context)
-        return json_response(decision.to_dict())
+        return json_response(decision)
 
     @app.post("/v1/experiments/{key}/decisions:batch", dependencies=[decider])
     async def decide_batch(key: str, request: Request) -> Response:
@@ -182,7 +182,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         units = [u.unit for u in body.units]
         contexts = [u.context for u in body.units]
         decisions = await off_loop(engine.decide_many, key, units, contexts)
-        return json_response({"decisions": [d.to_dict() for d in decisions]})
+        return json_response({"decisions": decisions})
 
     @app.post("/v1/events", dependencies=[decider])
     async def events(request: Request) -> JSONResponse:

@@ -10,14 +10,15 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Row, bindparam, case, func, inspect, select, text, update
+from sqlalchemy import Connection, Row, Select, bindparam, case, func, inspect, select, text, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from engine.db import create_engine, insert_if_absent, read, write
+from engine.db import bulk_insert, create_engine, insert_if_absent, member_of, read, write
 from engine.events import Event, EventError, MissingExposureError, utcnow
 from engine.spec import ExperimentSpec, Kind, MetricType, Status
 from engine.tables import (
@@ -66,12 +67,20 @@ _LATEST_DECISION_OF_ARM = (
            DECISIONS.c.arm == bindparam("arm"))
     .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
 )
-_EVENTS_IN = select(EVENTS.c.event_id).where(EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
-# A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
-_DECISIONS_IN = (
-    select(*_DECISION_STATE).where(DECISIONS.c.decision_id.in_(bindparam("ids", expanding=True)))
-    .order_by(DECISIONS.c.decision_id).with_for_update()
-)
+
+
+@lru_cache(maxsize=4)
+def _events_in(dialect: str) -> Select[Any]:
+    return select(EVENTS.c.event_id).where(member_of(EVENTS.c.event_id, "ids", dialect))
+
+
+@lru_cache(maxsize=4)
+def _decisions_in(dialect: str) -> Select[Any]:
+    # A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
+    return (select(*_DECISION_STATE).where(member_of(DECISIONS.c.decision_id, "ids", dialect))
+            .order_by(DECISIONS.c.decision_id).with_for_update())
+
+
 _MARK_CONVERTED = (
     update(DECISIONS).where(DECISIONS.c.decision_id == bindparam("b_decision_id"))
     .values(converted=True, value=bindparam("new_value"))
@@ -102,8 +111,9 @@ class PlanItem:
     hint: str = ""
 
 
-@dataclass(frozen=True)
-class Exposure:
+class Exposure(NamedTuple):
+    """A decision to log: the leading columns of `decisions`, then its context."""
+
     decision_id: str
     experiment: str
     version: int
@@ -302,17 +312,13 @@ class Store:
         """Write buffered exposures and their counts in one transaction; returns how many were new.
 
         Fresh decision ids are unique, so one bulk insert does; a batch replayed from a spool
-        may hold ids already stored, and then each row is inserted only if absent."""
+        may hold ids already stored, and then only the ids not stored yet are inserted."""
         if not exposures:
             return 0
-        rows = [_decision_values(e) for e in exposures]
 
         def work(conn: Connection) -> int:
+            new = exposures if self._bulk_insert_fresh(conn, exposures) else self._insert_absent(conn, exposures)
             deltas = _Deltas()
-            if self._bulk_insert_fresh(conn, rows):
-                new = exposures
-            else:
-                new = [e for e, row in zip(exposures, rows, strict=True) if insert_if_absent(conn, DECISIONS, row)]
             for e in new:
                 deltas.add(e.experiment, e.phase, e.arm, exposures=1)
             deltas.apply(conn)
@@ -330,14 +336,27 @@ class Store:
         return self._transaction(lambda conn: _EventBatch(conn, experiments).apply(events))
 
     @staticmethod
-    def _bulk_insert_fresh(conn: Connection, rows: list[dict[str, Any]]) -> bool:
-        """Insert all rows in one statement; False (nothing inserted) if any id already exists."""
+    def _bulk_insert_fresh(conn: Connection, exposures: Sequence[Exposure]) -> bool:
+        """Insert all exposures at once; False (nothing inserted) if any id already exists."""
         try:
             with conn.begin_nested():
-                conn.execute(DECISIONS.insert(), rows)
+                bulk_insert(conn, DECISIONS, DECISION_COLUMNS, [_decision_row(e) for e in exposures])
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def _insert_absent(conn: Connection, exposures: Sequence[Exposure]) -> list[Exposure]:
+        """Insert the exposures whose ids are not stored yet (the first of repeats); returns them."""
+        stored = set(conn.execute(_decisions_in(conn.dialect.name), {"ids": [e.decision_id for e in exposures]})
+                     .scalars())
+        new = []
+        for e in exposures:
+            if e.decision_id not in stored:
+                stored.add(e.decision_id)
+                new.append(e)
+        bulk_insert(conn, DECISIONS, DECISION_COLUMNS, [_decision_row(e) for e in new])
+        return new
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one write transaction, again if the database chose it as a deadlock victim."""
@@ -379,10 +398,18 @@ class Store:
             }
 
 
-def _decision_values(e: Exposure) -> dict[str, object]:
-    return dict(decision_id=e.decision_id, experiment=e.experiment, version=e.version, phase=e.phase,
-                unit=e.unit, arm=e.arm, channel=e.channel, bucket=e.bucket, propensity=e.propensity,
-                reason=e.reason, ts=e.ts, converted=False, value=0.0, context_json=e.context_json)
+DECISION_COLUMNS = tuple(c.name for c in DECISIONS.columns)
+EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
+assert Exposure._fields[:-1] + ("converted", "value", "context_json") == DECISION_COLUMNS
+
+
+def _decision_row(e: Exposure) -> tuple[Any, ...]:
+    """The `decisions` row of a fresh exposure (not converted yet), in DECISION_COLUMNS order."""
+    return (*e[:-1], False, 0.0, e.context_json)
+
+
+def _decision_values(e: Exposure) -> dict[str, Any]:
+    return dict(zip(DECISION_COLUMNS, _decision_row(e), strict=True))
 
 
 def _add_missing_columns(sa: SAEngine) -> None:
@@ -468,12 +495,12 @@ class _EventBatch:
     def _existing_events(self, event_ids: list[str]) -> set[str]:
         if not event_ids:
             return set()
-        return set(self.conn.execute(_EVENTS_IN, {"ids": event_ids}).scalars())
+        return set(self.conn.execute(_events_in(self.conn.dialect.name), {"ids": event_ids}).scalars())
 
     def _read_decisions(self, decision_ids: list[str]) -> None:
         if not decision_ids:
             return
-        for row in self.conn.execute(_DECISIONS_IN, {"ids": decision_ids}).mappings():
+        for row in self.conn.execute(_decisions_in(self.conn.dialect.name), {"ids": decision_ids}).mappings():
             self.decisions[row["decision_id"]] = dict(row)
 
     def _exposure(self, ev: Event, exp: StoredExperiment) -> None:
@@ -529,10 +556,9 @@ class _EventBatch:
 
     def _write(self, new_events: list[dict[str, Any]]) -> None:
         new_ids = {d["decision_id"] for d in self.new_decisions}
-        if new_events:
-            self.conn.execute(EVENTS.insert(), new_events)
-        if self.new_decisions:
-            self.conn.execute(DECISIONS.insert(), self.new_decisions)
+        bulk_insert(self.conn, EVENTS, EVENT_COLUMNS, [tuple(e[c] for c in EVENT_COLUMNS) for e in new_events])
+        bulk_insert(self.conn, DECISIONS, DECISION_COLUMNS,
+                    [tuple(d[c] for c in DECISION_COLUMNS) for d in self.new_decisions])
         updates = [{"b_decision_id": i, "new_value": d["value"]} for i, d in self.converted.items() if i not in new_ids]
         if updates:
             self.conn.execute(_MARK_CONVERTED, updates)
