@@ -4,10 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.assignment import arm_for_bucket, bucket, bucket_ranges, fnv1a32
+from engine.assignment import arm_for_bucket, arms_for_buckets, bucket, bucket_ranges, buckets, fnv1a32
 
 # Hash version 2 vectors [seed, value, expected] from GrowthBook's SDK test suite
 # (growthbook/growthbook-python tests/cases.json, "hash" section, version 2 rows).
@@ -33,6 +34,23 @@ def test_fnv1a32_reference_values() -> None:
 def test_growthbook_hash_v2_vectors() -> None:
     for seed, unit, expected in GROWTHBOOK_V2:
         assert bucket(seed, unit) == expected, (seed, unit)
+        assert buckets(seed, [unit]).tolist() == [expected], (seed, unit)
+
+
+@given(seed=st.text(max_size=10), units=st.lists(st.text(min_size=1, max_size=30), max_size=40))
+def test_vectorised_buckets_equal_one_at_a_time(seed: str, units: list[str]) -> None:
+    # Any text: non-ASCII, astral characters (two UTF-16 code units), digits-only hashes of any length.
+    assert buckets(seed, units).tolist() == [bucket(seed, u) for u in units]
+
+
+@given(weights=st.lists(st.integers(min_value=0, max_value=100), min_size=1, max_size=6).filter(lambda w: sum(w) > 0),
+       coverage=st.floats(min_value=0, max_value=1),
+       points=st.lists(st.integers(min_value=0, max_value=9999), max_size=50))
+def test_vectorised_arms_equal_one_at_a_time(weights: list[int], coverage: float, points: list[int]) -> None:
+    ranges = bucket_ranges([w / sum(weights) for w in weights], coverage)
+    b = np.array(points, dtype=float) / 10000
+    expected = [arm_for_bucket(x, ranges) for x in b.tolist()]
+    assert arms_for_buckets(b, ranges).tolist() == [-1 if a is None else a for a in expected]
 
 
 def test_growthbook_bucket_ranges() -> None:

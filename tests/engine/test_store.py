@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -111,3 +112,25 @@ def test_ingest_killed_mid_file_then_rerun_loses_and_doubles_nothing(engine: Eng
     with Engine.open(db_url) as again:
         assert _totals(again) == (30_000, 30_000)
         assert again.store.counts()["events"] == 30_000
+
+
+def test_replayed_exposures_are_stored_once(engine: Engine) -> None:
+    # A spool replay may carry exposures already stored, and one id more than once.
+    decisions = engine.decide_many("landing", [f"u{i}" for i in range(50)])
+    batch = list(engine._buffer)
+    engine.flush()
+    assert engine.store.log_exposures(batch[:20] + batch[:5]) == 0
+    assert engine.store.log_exposures(batch[:10]) == 0
+    again = engine.store.log_exposures([*batch[:3], *batch])
+    assert again == 0 and _totals(engine) == (len([d for d in decisions if d.in_experiment]), 0)
+
+
+def test_event_times_are_stored_in_utc(engine: Engine) -> None:
+    engine.record({"event_id": "x1", "type": "exposure", "experiment": "landing", "unit": "u1", "arm": "control",
+                   "ts": "2026-03-01T12:00:00+02:00"})
+    with engine.store.sa.connect() as conn:
+        stored = conn.execute(text("SELECT ts FROM decisions WHERE unit = 'u1'")).scalar_one()
+        received = conn.execute(text("SELECT ts FROM events WHERE event_id = 'x1'")).scalar_one()
+    for value in (stored, received):
+        value = value if not isinstance(value, str) else datetime.fromisoformat(value)
+        assert value.replace(tzinfo=None) == datetime(2026, 3, 1, 10, 0)
