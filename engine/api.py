@@ -498,7 +498,7 @@ class Engine:
         with self._lock:
             self._buffer += exposures
             live.observations_since += len(exposures)
-            due = self._background is None and (
+            due = len(self._buffer) >= self.config.exposure_max_buffered or self._background is None and (
                 len(self._buffer) >= self.config.exposure_batch_size
                 or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
         if due:

@@ -20,6 +20,9 @@ class EngineConfig:
     experiments_dir: Path = Path("experiments")
     exposure_batch_size: int = 500
     exposure_flush_seconds: float = 1.0
+    # Past this many buffered exposures a decision waits for the write: memory stays bounded,
+    # and a service deciding faster than the database can write slows to the write rate.
+    exposure_max_buffered: int = 50_000
     server_host: str = "127.0.0.1"
     server_port: int = 8080
     admin_key_env: str = "CROSSPROMO_ADMIN_KEY"
@@ -47,6 +50,7 @@ def load_config(path: Path = CONFIG_PATH) -> EngineConfig:
         experiments_dir=Path(raw.get("experiments_dir") or defaults.experiments_dir),
         exposure_batch_size=int(exposures.get("batch_size", defaults.exposure_batch_size)),
         exposure_flush_seconds=float(exposures.get("flush_seconds", defaults.exposure_flush_seconds)),
+        exposure_max_buffered=int(exposures.get("max_buffered", defaults.exposure_max_buffered)),
         server_host=str(server.get("host", defaults.server_host)),
         server_port=int(server.get("port", defaults.server_port)),
         admin_key_env=str(keys.get("admin_env", defaults.admin_key_env)),

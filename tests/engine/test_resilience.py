@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from engine.api import Engine
+from engine.config import load_config
 from engine.decision import Reason
 from engine.spool import Spool
+from engine.store import Store
 from tests.samples import AB_YAML, BANDIT_YAML, write_yaml
 
 STICKY = BANDIT_YAML.replace("eligibility:", "traffic: {sticky: true}\neligibility:")
@@ -188,3 +191,15 @@ def test_a_full_spool_keeps_exposures_in_memory(db_url: str, tmp_path: Path, mon
             e.flush()
         outage.down = False
         assert e.flush() == 20
+
+
+def test_a_full_buffer_makes_decisions_wait_for_the_write(sqlite_url: str, tmp_path: Path) -> None:
+    # A background writer that never gets to run: the decide path writes once the bound is hit.
+    config = dataclasses.replace(load_config(), exposure_max_buffered=100)
+    with Engine(Store(sqlite_url), config, np.random.default_rng(0)) as e:
+        e.apply([write_yaml(tmp_path, "l.yaml", AB_YAML)])
+        e.start_background(interval=3600)
+        for i in range(250):
+            e.decide("landing", f"u{i}")
+            assert len(e._buffer) < 100
+        assert e.store.counts()["decisions"] >= 150
