@@ -27,6 +27,7 @@ from sqlmodel import SQLModel
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+_COLUMN_TYPES: dict[str, dict[str, int]] = {}  # PostgreSQL: table -> column -> type oid
 _WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
@@ -146,20 +147,36 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         raw = conn.connection.driver_connection
         assert raw is not None
         try:
-            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            with raw.cursor() as cur:
+                types = _column_types(cur, table.name)
+                with cur.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types([types[c] for c in columns])
+                    for row in rows:
+                        copy.write_row(row)
         except conn.dialect.loaded_dbapi.Error as exc:
             # The driver's own error, as SQLAlchemy would have raised it (IntegrityError, ...).
             raise DBAPIError.instance(f"COPY {table.name}", None, exc, conn.dialect.loaded_dbapi.Error,
                                       dialect=conn.dialect) from exc
         return
-    processors = [_bind_processor(table.c[c].type, conn.dialect) for c in columns]
-    if any(processors):
-        rows = [tuple(v if f is None or v is None else f(v) for f, v in zip(processors, row, strict=True))
-                for row in rows]
+    convert = {i: f for i, c in enumerate(columns) if (f := _bind_processor(table.c[c].type, conn.dialect))}
+    if convert:  # column by column, each distinct value once (a batch's rows share a timestamp)
+        values = list(zip(*rows, strict=True))
+        for i, f in convert.items():
+            stored = {v: None if v is None else f(v) for v in set(values[i])}
+            values[i] = tuple(stored[v] for v in values[i])
+        rows = list(zip(*values, strict=True))
     placeholders = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({placeholders})", list(rows))
+
+
+def _column_types(cur: Any, table: str) -> dict[str, int]:
+    """The server's type (oid) of each column, which binary COPY must send exactly.
+    Read once per table: the tables are ours and built-in type oids never change."""
+    if table not in _COLUMN_TYPES:
+        cur.execute("SELECT attname, atttypid::int FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", [table])
+        _COLUMN_TYPES[table] = dict(cur.fetchall())
+    return _COLUMN_TYPES[table]
 
 
 def _bind_processor(type_: TypeEngine[Any], dialect: Any) -> Callable[[Any], Any] | None:

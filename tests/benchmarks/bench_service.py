@@ -8,7 +8,8 @@ so the Python server is measured rather than a Python client. Each run is bounde
 
 - single decisions (`POST /v1/experiments/{key}/decisions`, a new unit per request): requests/s
   and p50 / p99 latency, with 1 and 2 uvicorn workers, on SQLite and PostgreSQL;
-- the batch endpoint (`decisions:batch`, 1,000 units a request): decisions/s;
+- the batch endpoint (`decisions:batch`, 1,000 units a request): decisions/s, counted as logged:
+  exposures written to the store, from the first request until the last row is written;
 - event intake (`POST /v1/events`, 500 imported exposures a request, all new): events/s.
 
 Targets from the service issue (2 cores shared by server, database and load generator):
@@ -27,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +44,7 @@ from tests.service_support import DECIDE_KEY, Replica  # noqa: E402
 EXPERIMENT = "art-collection-landing"
 BATCH_UNITS = 1000
 BATCH_EVENTS = 500
+WRITE_SETTLE_SECONDS = 1.0  # the exposure count is final once it has not moved for this long
 
 # wrk scripts: every request gets fresh unit ids / event ids (a counter per wrk thread).
 DECIDE_LUA = """
@@ -116,6 +120,23 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> WrkResult:
     )
 
 
+def until_written(db_url: str, run: Callable[[], WrkResult]) -> tuple[WrkResult, int, float]:
+    """Run the load, then wait until the service has written every exposure it buffered: returns
+    the load's result, the exposures written and the seconds from the start to the last write.
+    Decisions count only once logged, so a service cannot look fast by falling behind."""
+    with Engine.open(db_url) as probe:
+        before = probe.store.counts()["decisions"]
+        started = time.perf_counter()
+        result = run()
+        count, last_change = probe.store.counts()["decisions"], time.perf_counter()
+        while time.perf_counter() - last_change < WRITE_SETTLE_SECONDS:
+            time.sleep(0.05)
+            now = probe.store.counts()["decisions"]
+            if now != count:
+                count, last_change = now, time.perf_counter()
+    return result, count - before, last_change - started
+
+
 def measure(db_url: str, label: str, workdir: Path, seconds: int) -> list[Row]:
     with Engine.open(db_url) as engine:
         engine.apply([REPO / "experiments" / f"{EXPERIMENT}.yaml"])
@@ -139,11 +160,14 @@ def measure(db_url: str, label: str, workdir: Path, seconds: int) -> list[Row]:
             rows.append(Row(f"event intake/s, {label}, {workers} worker(s)", rate, "events/s", target=">= 20,000",
                             passed=rate >= 20_000,
                             note=f"{BATCH_EVENTS} events a request, 4 connections, {events.errors} errors"))
-            batch = wrk(url + ":batch", BATCH_LUA % {"size": BATCH_UNITS}, seconds, connections=4)
-            rate = batch.requests_per_s * BATCH_UNITS
+            batch, written, elapsed = until_written(
+                db_url, partial(wrk, url + ":batch", BATCH_LUA % {"size": BATCH_UNITS}, seconds, connections=4))
+            rate = written / elapsed
             rows.append(Row(f"batch endpoint decisions/s, {label}, {workers} worker(s)", rate, "decisions/s",
                             target=">= 100,000", passed=rate >= 100_000,
-                            note=f"{BATCH_UNITS} units a request, 4 connections, {batch.errors} errors"))
+                            note=f"{BATCH_UNITS} units a request, 4 connections, {batch.errors} errors; "
+                                 f"answered {batch.requests_per_s * BATCH_UNITS:,.0f}/s, counted as logged "
+                                 f"(all {written:,} exposures written in {elapsed:.1f} s)"))
         finally:
             replica.stop()
     return rows
