@@ -58,11 +58,17 @@ def buckets(seed: str, units: Sequence[str]) -> NDArray[np.float64]:
 
 def _utf16_matrix(texts: Sequence[str]) -> tuple[NDArray[np.uint16], NDArray[np.bool_]]:
     """The UTF-16 code units of each text, one row each, and which entries are real (not padding)."""
-    encoded = [t.encode("utf-16-le") for t in texts]
-    lengths = np.fromiter((len(e) // 2 for e in encoded), dtype=np.intp, count=len(encoded))
+    joined = "".join(texts)
+    if joined.isascii():  # one code unit per character: encode everything at once
+        lengths = np.fromiter(map(len, texts), dtype=np.intp, count=len(texts))
+        flat = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    else:
+        encoded = [t.encode("utf-16-le") for t in texts]
+        lengths = np.fromiter((len(e) // 2 for e in encoded), dtype=np.intp, count=len(encoded))
+        flat = np.frombuffer(b"".join(encoded), dtype="<u2")
     present = np.arange(int(lengths.max(initial=0)))[None, :] < lengths[:, None]
     codes = np.zeros(present.shape, dtype=np.uint16)
-    codes[present] = np.frombuffer(b"".join(encoded), dtype="<u2")
+    codes[present] = flat
     return codes, present
 
 

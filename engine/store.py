@@ -7,6 +7,7 @@ at any point leaves them equal to what a recount of the raw rows would give.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,7 +113,7 @@ class PlanItem:
 
 
 class Exposure(NamedTuple):
-    """A decision to log: the leading columns of `decisions`, then its context."""
+    """A decision to log; its fields are the columns of its `decisions` row."""
 
     decision_id: str
     experiment: str
@@ -126,6 +127,8 @@ class Exposure(NamedTuple):
     reason: str
     ts: datetime
     context_json: str | None = None
+    converted: bool = False
+    value: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -319,8 +322,8 @@ class Store:
         def work(conn: Connection) -> int:
             new = exposures if self._bulk_insert_fresh(conn, exposures) else self._insert_absent(conn, exposures)
             deltas = _Deltas()
-            for e in new:
-                deltas.add(e.experiment, e.phase, e.arm, exposures=1)
+            for (key, phase, arm), n in Counter((e.experiment, e.phase, e.arm) for e in new).items():
+                deltas.add(key, phase, arm, exposures=n)
             deltas.apply(conn)
             return len(new)
 
@@ -340,7 +343,7 @@ class Store:
         """Insert all exposures at once; False (nothing inserted) if any id already exists."""
         try:
             with conn.begin_nested():
-                bulk_insert(conn, DECISIONS, DECISION_COLUMNS, [_decision_row(e) for e in exposures])
+                bulk_insert(conn, DECISIONS, Exposure._fields, exposures)
         except IntegrityError:
             return False
         return True
@@ -355,7 +358,7 @@ class Store:
             if e.decision_id not in stored:
                 stored.add(e.decision_id)
                 new.append(e)
-        bulk_insert(conn, DECISIONS, DECISION_COLUMNS, [_decision_row(e) for e in new])
+        bulk_insert(conn, DECISIONS, Exposure._fields, new)
         return new
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
@@ -398,18 +401,8 @@ class Store:
             }
 
 
-DECISION_COLUMNS = tuple(c.name for c in DECISIONS.columns)
 EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
-assert Exposure._fields[:-1] + ("converted", "value", "context_json") == DECISION_COLUMNS
-
-
-def _decision_row(e: Exposure) -> tuple[Any, ...]:
-    """The `decisions` row of a fresh exposure (not converted yet), in DECISION_COLUMNS order."""
-    return (*e[:-1], False, 0.0, e.context_json)
-
-
-def _decision_values(e: Exposure) -> dict[str, Any]:
-    return dict(zip(DECISION_COLUMNS, _decision_row(e), strict=True))
+assert sorted(Exposure._fields) == sorted(c.name for c in DECISIONS.columns)
 
 
 def _add_missing_columns(sa: SAEngine) -> None:
@@ -508,8 +501,8 @@ class _EventBatch:
         if decision_id in self.decisions:
             raise EventError(f"decision_id: {decision_id!r} was already logged")
         arm = next(a for a in exp.spec.arms if a.key == ev.arm)
-        row = _decision_values(Exposure(decision_id, exp.spec.key, exp.version, exp.phase, ev.unit or "", arm.key,
-                                        arm.channel.value, None, None, "IMPORTED", ev.ts or self.now))
+        row = Exposure(decision_id, exp.spec.key, exp.version, exp.phase, ev.unit or "", arm.key,
+                       arm.channel.value, None, None, "IMPORTED", ev.ts or self.now)._asdict()
         self.new_decisions.append(row)
         self.decisions[decision_id] = row
         self.latest[(exp.spec.key, row["unit"])] = row
@@ -557,8 +550,8 @@ class _EventBatch:
     def _write(self, new_events: list[dict[str, Any]]) -> None:
         new_ids = {d["decision_id"] for d in self.new_decisions}
         bulk_insert(self.conn, EVENTS, EVENT_COLUMNS, [tuple(e[c] for c in EVENT_COLUMNS) for e in new_events])
-        bulk_insert(self.conn, DECISIONS, DECISION_COLUMNS,
-                    [tuple(d[c] for c in DECISION_COLUMNS) for d in self.new_decisions])
+        bulk_insert(self.conn, DECISIONS, Exposure._fields,
+                    [tuple(d[c] for c in Exposure._fields) for d in self.new_decisions])
         updates = [{"b_decision_id": i, "new_value": d["value"]} for i, d in self.converted.items() if i not in new_ids]
         if updates:
             self.conn.execute(_MARK_CONVERTED, updates)
