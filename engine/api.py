@@ -314,8 +314,7 @@ class Engine:
         through `_decide` one by one; every unit gets exactly the answer `_decide` would give."""
         spec = live.spec
         for unit in units:
-            if not 0 < len(unit) <= MAX_UNIT_LENGTH:
-                raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
+            _check_unit(unit)
         b = buckets(spec.seed, units)
         plain = np.array([self._eligible(live, c) is None for c in contexts], dtype=bool)
         if spec.kind is Kind.AB_TEST:
@@ -340,8 +339,7 @@ class Engine:
 
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
-        if not 0 < len(unit) <= MAX_UNIT_LENGTH:
-            raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
+        _check_unit(unit)
         mask = self._eligible(live, context)
         if spec.status in (Status.PAUSED, Status.STOPPED, Status.CONCLUDED):
             return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None, mask)
@@ -762,6 +760,11 @@ class Engine:
         stored = self.experiment(key)
         spec = stored.spec
         return stored, self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+
+
+def _check_unit(unit: str) -> None:
+    if not 0 < len(unit) <= MAX_UNIT_LENGTH:
+        raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
 
 
 def _listed(value: Any) -> list[str]:

@@ -281,3 +281,14 @@ def test_batch_bandit_decisions_carry_each_units_propensity(db_url: str, tmp_pat
         for arm, share in p.items():
             n = sum(d.arm == arm for d in drawn)
             assert abs(n - 1000 * share) < 5 * (1000 * share * (1 - share)) ** 0.5 + 1, (arm, n, share)
+
+
+def test_a_bad_unit_or_context_refuses_the_whole_batch_and_logs_nothing(db_url: str, tmp_path: Path) -> None:
+    with Engine.open(db_url) as e:
+        e.apply([write_yaml(tmp_path, "b.yaml", BANDIT_YAML)])
+        with pytest.raises(ValueError, match="context"):
+            e.decide_many("channels", ["u1", "u2", "u3"], [None, None, {"opted_in": 5}])
+        with pytest.raises(ValueError, match="unit"):
+            e.decide_many("channels", ["u1", "u" * 300])
+        _, aggs = e.aggregates("channels")
+        assert sum(a.exposures for a in aggs) == 0
