@@ -46,7 +46,7 @@ from engine.spec import (
 from engine.spool import Spool, SpoolFullError
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
-from policies.choice import NoEligibleArmError, choose_arm, draw_arms, eligible_weights
+from policies.choice import NoEligibleArmError, choose_arm, draw_arms, draw_arms_per_unit, eligible_weights
 from policies.registry import Policy, make_policy
 from policies.stats import ArmStats, BinaryStats, MeanStats
 from policies.targeting import blend, choose_targeted
@@ -309,33 +309,49 @@ class Engine:
         return self._decide_batch(live, names, ctxs)
 
     def _decide_batch(self, live: _Live, units: list[str], contexts: list[Mapping[str, Any]]) -> list[Decision]:
-        """`_decide` for many units of a running A/B test or plain bandit, vectorised: one
-        numpy pass for the buckets and the draws. Units whose context restricts their arms go
-        through `_decide` one by one; every unit gets exactly the answer `_decide` would give."""
+        """`_decide` for many units of a running A/B test or plain bandit, vectorised: one numpy
+        pass for the buckets and the draws; every unit gets exactly the answer `_decide` would give."""
         spec = live.spec
         for unit in units:
             _check_unit(unit)
         b = buckets(spec.seed, units)
-        plain = np.array([self._eligible(live, c) is None for c in contexts], dtype=bool)
+        masks = [self._eligible(live, c) for c in contexts]
         if spec.kind is Kind.AB_TEST:
             indices = arms_for_buckets(b, live.ranges)
+            for i, mask in enumerate(masks):
+                if mask is not None and not mask.all():  # as in `_decide`: such a unit stays out
+                    indices[i] = -1
             propensities = np.asarray(live.split)[np.maximum(indices, 0)]
             reason = Reason.SPLIT
         else:
-            with self._lock:
-                weights = self._bandit_weights(live)
-            indices = np.where(b < spec.traffic.coverage, draw_arms(weights, self._rng, len(units)), -1)
-            propensities = weights[np.maximum(indices, 0)]
+            indices, propensities = self._draw_batch(live, b, masks)
             reason = Reason.BANDIT
-        decided: list[Decision | None] = [None] * len(units)
-        inside = np.flatnonzero(plain & (indices >= 0))
-        for i, decision in zip(inside.tolist(), self._inside_many(
-                live, [units[i] for i in inside], indices[inside].tolist(), reason, b[inside].tolist(),
-                propensities[inside].tolist(), [contexts[i] for i in inside]), strict=True):
-            decided[i] = decision
-        for i in np.flatnonzero(plain & (indices < 0)).tolist():
-            decided[i] = self._outside(live, spec.fallback_arm, Reason.DEFAULT, float(b[i]))
-        return [d if d is not None else self._decide(live, units[i], contexts[i]) for i, d in enumerate(decided)]
+        inside = np.flatnonzero(indices >= 0).tolist()
+        decided = dict(zip(inside, self._inside_many(
+            live, [units[i] for i in inside], indices[inside].tolist(), reason, b[inside].tolist(),
+            propensities[inside].tolist(), [contexts[i] for i in inside]), strict=True))
+        # Out: the fallback arm, except for a bandit unit in coverage with no eligible arm.
+        for i in np.flatnonzero(indices < 0).tolist():
+            arm = None if spec.kind is Kind.BANDIT and b[i] < spec.traffic.coverage else spec.fallback_arm
+            decided[i] = self._outside(live, arm, Reason.DEFAULT, float(b[i]), masks[i])
+        return [decided[i] for i in range(len(units))]
+
+    def _draw_batch(self, live: _Live, b: np.ndarray, masks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Arms and propensities of a bandit's units in coverage, -1 for the others (and for units
+        with no eligible arm): one draw for the units free to get any arm, one per eligibility row
+        for the rest."""
+        with self._lock:
+            weights = self._bandit_weights(live)
+        indices, propensities = np.full(b.size, -1, dtype=np.intp), np.zeros(b.size)
+        covered = b < live.spec.traffic.coverage
+        free = np.flatnonzero(covered & np.array([m is None for m in masks], dtype=bool))
+        indices[free] = draw_arms(weights, self._rng, free.size)
+        propensities[free] = weights[indices[free]]
+        limited = [i for i in np.flatnonzero(covered).tolist() if (m := masks[i]) is not None and m.any()]
+        if limited:
+            draws = draw_arms_per_unit(weights, np.array([masks[i] for i in limited]), self._rng)
+            indices[limited], propensities[limited] = draws.arms, draws.propensities
+        return indices, propensities
 
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
@@ -461,17 +477,12 @@ class Engine:
 
     def _outside(self, live: _Live, arm: str | None, reason: Reason, b: float | None,
                  mask: np.ndarray | None = None) -> Decision:
-        spec = live.spec
-        chosen = next((a for a in spec.arms if a.key == arm), None)
-        if chosen is not None and mask is not None and not mask[spec.arm_keys.index(chosen.key)]:
-            chosen = None  # never send over a channel the unit did not opt into
-        return Decision(
-            experiment=spec.key, arm=chosen.key if chosen else None,
-            channel=chosen.channel.value if chosen else None,
-            campaign=chosen.campaign if chosen else None, reason=reason, in_experiment=False,
-            bucket=b, propensity=None, decision_id=None, experiment_version=live.stored.version,
-            payload=dict(chosen.payload) if chosen else {},
-        )
+        index = live.arms.index(arm) if arm in live.arms else None
+        if index is not None and mask is not None and not mask[index]:
+            index = None  # never send over a channel the unit did not opt into
+        key, channel, campaign, payload = live.arm_facts[index] if index is not None else (None, None, None, {})
+        return Decision(live.spec.key, key, channel, campaign, reason, False, b, None, None, live.stored.version,
+                        dict(payload))
 
     def _inside(self, live: _Live, unit: str, index: int, reason: Reason, b: float,
                 propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
