@@ -691,8 +691,6 @@ class Engine:
                progress: Callable[[int], None] | None = None) -> IngestSummary:
         """Apply events in chunks of one transaction each. Bad events are reported by line
         (`RawRow.line`, else their 1-based position) and skipped; good ones are kept."""
-        if self._background is None:
-            self.flush()
         summary = IngestSummary()
         chunk: list[tuple[int, Event]] = []
         for position, item in enumerate(events, start=1):
@@ -723,8 +721,7 @@ class Engine:
             known = self._snapshot(force=True)
         stored = {k: v.stored for k, v in known.items()}
         try:
-            if self._background is not None:
-                self.flush()  # conversions may name decisions still in the buffer
+            self.flush()  # conversions may name decisions still in the buffer
             outcome = self.store.apply_events(chunk, stored)
         except Exception as exc:
             if self.spool is None or not is_unavailable(exc):

@@ -85,7 +85,11 @@ def draw_arms(weights: NDArray[np.float64], rng: np.random.Generator, size: int)
 
 def draw_arms_per_unit(weights: NDArray[np.float64], masks: NDArray[np.bool_], rng: np.random.Generator) -> UnitDraws:
     """One arm per row of a (units, arms) eligibility mask, from the renormalised weights."""
-    probabilities = eligible_weights_per_unit(_checked(weights), masks)
+    return draw_per_unit(eligible_weights_per_unit(_checked(weights), masks), rng)
+
+
+def draw_per_unit(probabilities: NDArray[np.float64], rng: np.random.Generator) -> UnitDraws:
+    """One arm per row of a (units, arms) probability matrix, inverse CDF, with its propensity."""
     cumulative = np.cumsum(probabilities, axis=1)
     cumulative /= cumulative[:, -1:]
     # Per row, the count of cumulative entries <= u is searchsorted(..., side="right").

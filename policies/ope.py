@@ -36,6 +36,8 @@ from typing import Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
+from policies.choice import draw_per_unit
+
 FloatArray = NDArray[np.float64]
 Estimator = Literal["replay", "ips", "snips", "dr"]
 ESTIMATORS: tuple[Estimator, ...] = get_args(Estimator)
@@ -123,9 +125,7 @@ def ratio_terms(
         raise ValueError(f"reward_model must be a finite array of shape {pi.shape}")
     rows = np.arange(log.size)
     w = pi[rows, log.arms] / log.propensities
-    cumulative = np.cumsum(pi, axis=1)
-    drawn = np.minimum((cumulative <= rng.random(log.size)[:, None] * cumulative[:, -1:]).sum(axis=1), log.n_arms - 1)
-    matched = (drawn == log.arms).astype(float)
+    matched = (draw_per_unit(pi, rng).arms == log.arms).astype(float)
     ones = np.ones(log.size)
     direct = (pi * q).sum(axis=1)
     numerators = np.column_stack([matched * log.rewards, w * log.rewards, w * log.rewards,

@@ -18,12 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from policies.bandit import stats_from_sums
-from policies.choice import eligible_weights_per_unit
+from policies.choice import draw_per_unit, eligible_weights_per_unit
 from policies.population import Population, one_hot
 from policies.recommender import Interactions, RecommenderConfig, fit_recommender
 from policies.registry import Policy
 from policies.segments import fit_segments
-from policies.targeting import blend_per_unit, check_strength, check_temperature, draw_per_unit
+from policies.targeting import blend_per_unit, check_strength, check_temperature
 
 
 @dataclass(frozen=True)
@@ -76,27 +76,34 @@ def simulate_targeting(
         raise ValueError(f"masks must have shape {(n, k)}")
     outcome_rng, policy_rng = rng.spawn(2)
     converts = outcome_rng.random((n, k)) < population.user_rates()
-    features = one_hot(population.attributes, attribute_levels)
+    # Users share a few attribute combinations: segments are fitted and assigned per distinct one.
+    codes, inverse = np.unique(population.attributes, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    points = one_hot(codes, attribute_levels)
     arms = np.zeros(n, dtype=np.intp)
     propensities = np.zeros(n)
+    converted = np.zeros(n, dtype=bool)
     tilted = np.zeros(n, dtype=bool)
     exposures, conversions = np.zeros(k), np.zeros(k)
     for start in range(0, n, refit_every):
         stop = min(start + refit_every, n)
         weights = policy.weights(stats_from_sums("binary", exposures, conversions, conversions), policy_rng)
         if setup is not None and start > 0:
-            segmentation = fit_segments(features[:start], setup.segments, policy_rng)
-            seen = Interactions(np.arange(start, dtype=np.intp), arms[:start], converts[np.arange(start), arms[:start]],
-                                segmentation.assign(features[:start]), start, k, segmentation.count)
+            counts = np.bincount(inverse[:start], minlength=len(points))
+            present = counts > 0
+            segmentation = fit_segments(points[present], setup.segments, policy_rng, counts=counts[present])
+            labels = segmentation.assign(points)[inverse]
+            seen = Interactions(np.arange(start, dtype=np.intp), arms[:start], converted[:start], labels[:start],
+                                start, k, segmentation.count)
             model = fit_recommender(seen, arm_tokens, setup.config, policy_rng)
-            scores = model.segment_scores[segmentation.assign(features[start:stop])]
+            scores = model.segment_scores[labels[start:stop]]
             probabilities, tilted[start:stop] = blend_per_unit(weights, scores, masks[start:stop],
                                                                setup.strength, setup.temperature)
         else:
             probabilities = eligible_weights_per_unit(weights, masks[start:stop])
         draws = draw_per_unit(probabilities, policy_rng)
         arms[start:stop], propensities[start:stop] = draws.arms, draws.propensities
-        won = converts[np.arange(start, stop), draws.arms]
+        converted[start:stop] = won = converts[np.arange(start, stop), draws.arms]
         exposures += np.bincount(draws.arms, minlength=k)
         conversions += np.bincount(draws.arms, won.astype(float), minlength=k)
-    return TargetingRun(arms, propensities, converts[np.arange(n), arms], tilted)
+    return TargetingRun(arms, propensities, converted, tilted)

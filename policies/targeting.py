@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.choice import UnitDraws, choose_arm, eligible_weights_per_unit
+from policies.choice import choose_arm, eligible_weights_per_unit
 
 FloatArray = NDArray[np.float64]
 
@@ -143,11 +143,3 @@ def choose_targeted(
             arm = i
             break
     return TargetedChoice(arm, p[arm] / total_p, tilted)
-
-
-def draw_per_unit(probabilities: FloatArray, rng: np.random.Generator) -> UnitDraws:
-    """One arm per row of a (units, arms) probability matrix, inverse CDF, with its propensity."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    cumulative /= cumulative[:, -1:]
-    arms = np.count_nonzero(cumulative <= rng.random(len(cumulative))[:, None], axis=1).astype(np.intp)
-    return UnitDraws(arms, probabilities[np.arange(arms.size), arms])
