@@ -42,13 +42,15 @@ from engine.spec import (
     Targeting,
     ThompsonPolicy,
     UpdateCadence,
+    declared_policy,
 )
 from engine.spool import Spool, SpoolFullError
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
+from policies.bandit import stats_from_sums
 from policies.choice import NoEligibleArmError, choose_arm, draw_arms, draw_arms_per_unit, eligible_weights
-from policies.registry import Policy, make_policy
-from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.registry import Policy
+from policies.stats import ArmStats
 from policies.targeting import blend, choose_targeted
 
 log = logging.getLogger("crosspromo")
@@ -140,11 +142,8 @@ class _Live:
 
 def _build_live(stored: StoredExperiment) -> _Live:
     spec = stored.spec
-    policy, cadence = None, None
-    if isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy):
-        params = spec.policy.model_dump(exclude={"name", "update"})
-        policy = make_policy(spec.policy.name, metric=spec.metric.type.value, **params)
-        cadence = spec.policy.update
+    policy = declared_policy(spec)
+    cadence = spec.policy.update if isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy) else None
     return _Live(
         stored=stored,
         arms=spec.arm_keys,
@@ -168,9 +167,9 @@ def stats_for(spec: ExperimentSpec, aggregates: Sequence[ArmAggregate]) -> list[
 
 def _weighted_stats(spec: ExperimentSpec, sums: np.ndarray) -> list[ArmStats]:
     """Stats from (arms, 4) weighted sums of (exposures, conversions, total, total_sq)."""
-    if spec.metric.type is MetricType.REVENUE:
-        return [MeanStats(float(n), float(t), float(t2)) for n, _, t, t2 in sums]
-    return [BinaryStats(float(n), float(c)) for n, c, _, _ in sums]  # type: ignore[arg-type]
+    n, conversions, total, total_sq = sums.T
+    revenue = spec.metric.type is MetricType.REVENUE
+    return stats_from_sums(spec.metric.type.value, n, total if revenue else conversions, total_sq)
 
 
 class Engine:

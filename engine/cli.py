@@ -82,10 +82,6 @@ def errors() -> Iterator[None]:
         fail(str(exc))
 
 
-def open_engine(db: str | None, seed: int | None = None) -> Engine:
-    return Engine.open(db, seed=seed)
-
-
 def default_paths(paths: list[Path] | None) -> list[Path]:
     return paths or [load_config().experiments_dir]
 
@@ -117,7 +113,7 @@ def apply(
     db: DbOption = None,
 ) -> None:
     """Create or update experiments from YAML. Unsafe changes to running A/B tests exit 1."""
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         plan = engine.apply(default_paths(paths), dry_run=True)
         for item in plan.items:
             version = f" (v{item.version})" if item.version else ""
@@ -154,7 +150,7 @@ def decide(
     db: DbOption = None,
 ) -> None:
     """Ask which arm and channel to use for a unit (logs the exposure)."""
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         d = engine.decide(experiment, unit, parse_context(context or []))
     if fmt is DecideFormat.JSON:
         print_json(d.to_dict())
@@ -169,7 +165,7 @@ def record(
     db: DbOption = None,
 ) -> None:
     """Record one outcome event (idempotent on event_id)."""
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         try:
             raw = json.loads(event, parse_constant=reject_json_constant)
         except ValueError as exc:
@@ -185,7 +181,7 @@ def ingest(
     db: DbOption = None,
 ) -> None:
     """Import events; bad rows are reported with their line and skipped, good rows kept."""
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         total = sum(1 for _ in file.open(encoding="utf-8"))
         with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
                       disable=not err.is_terminal, transient=True) as bar:
@@ -218,7 +214,7 @@ def report(
     """Per-arm results, significance and the verdict of each experiment."""
     from engine.report import render_markdown, render_table
 
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         reports = _reports(engine, experiments)
         if plot is not None:
             from engine.plots import plot_report
@@ -247,7 +243,7 @@ def winners(
     """One verdict line per experiment."""
     from engine.report import verdict_line
 
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         reports = _reports(engine, experiments)
     for r in reports:
         out.print(verdict_line(r.to_dict()), markup=False)
@@ -395,7 +391,7 @@ def export_log_command(
     """Write an experiment's logged decisions (current phase) as a CSV log for `evaluate`."""
     from engine.offpolicy import export_log
 
-    with errors(), open_engine(db) as engine:
+    with errors(), Engine.open(db) as engine:
         written = export_log(engine.store, engine.experiment(experiment).spec, out_path)
     err.print(f"wrote {written:,} decisions to {out_path}", markup=False)
 

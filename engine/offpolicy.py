@@ -40,14 +40,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from engine.spec import ExperimentSpec, MetricType, Recommender, Targeting, ThompsonPolicy
+from engine.spec import ExperimentSpec, MetricType, Recommender, Targeting, declared_policy
 from engine.store import Store
 from engine.targeting import HistoryRow, fit_targeting
+from policies.bandit import stats_from_sums
 from policies.choice import eligible_weights_per_unit
 from policies.ope import ESTIMATORS, LoggedData, PolicyValue, evaluate_policies, is_uniform_logging
-from policies.registry import make_policy
 from policies.shrinkage import shrunk_means
-from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.stats import ArmStats
 from policies.targeting import blend_per_unit
 
 REQUIRED = ("arm", "reward", "propensity")
@@ -155,21 +155,14 @@ def _as_list(value: Any) -> list[str]:
 
 def _arm_stats(spec: ExperimentSpec, arms: np.ndarray, rewards: np.ndarray) -> list[ArmStats]:
     k = len(spec.arms)
-    n = np.bincount(arms, minlength=k)
-    if spec.metric.type is MetricType.REVENUE:
-        total, total_sq = np.bincount(arms, rewards, minlength=k), np.bincount(arms, rewards**2, minlength=k)
-        return [MeanStats(int(a), float(b), float(c)) for a, b, c in zip(n, total, total_sq, strict=True)]
-    wins = np.bincount(arms, (rewards > 0).astype(float), minlength=k)
-    return [BinaryStats(int(a), int(b)) for a, b in zip(n, wins, strict=True)]
+    values = rewards if spec.metric.type is MetricType.REVENUE else (rewards > 0).astype(float)
+    return stats_from_sums(spec.metric.type.value, np.bincount(arms, minlength=k).astype(float),
+                           np.bincount(arms, values, minlength=k), np.bincount(arms, values**2, minlength=k))
 
 
 def _context_free_weights(spec: ExperimentSpec, stats: list[ArmStats], rng: np.random.Generator) -> np.ndarray:
-    if spec.policy.name == "fixed":
-        return np.asarray(spec.weights, dtype=float)
-    params = spec.policy.model_dump(exclude={"name", "update"})
-    if isinstance(spec.policy, ThompsonPolicy):
-        params.pop("discount"), params.pop("window")  # the whole log is one window
-    return make_policy(spec.policy.name, metric=spec.metric.type.value, **params).weights(stats, rng)
+    policy = declared_policy(spec, whole_log=True)  # the whole log is one window
+    return np.asarray(spec.weights, dtype=float) if policy is None else policy.weights(stats, rng)
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,6 @@ def analysis_config(spec: ExperimentSpec) -> AnalysisConfig:
 class Report:
     data: dict[str, Any]
 
-    @property
-    def verdict(self) -> dict[str, Any]:
-        return self.data["verdict"]
-
     def to_dict(self) -> dict[str, Any]:
         return self.data
 

@@ -16,15 +16,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, MetricType, ThompsonPolicy
-from policies.registry import make_policy
+from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, MetricType, ThompsonPolicy, declared_policy
 from policies.simulate import SimulationResult, Truth, TruthChange, simulate, swap_best_worst
 
 
 @dataclass(frozen=True)
 class SimulationReport:
     spec: ExperimentSpec
-    truth: Truth
     result: SimulationResult
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,11 +96,11 @@ def run_simulation(spec: ExperimentSpec, truth: Truth, users: int, seed: int,
     """Simulate the declared policy, refreshing its weights on the declared cadence."""
     if not isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy):
         raise ValueError(f"{spec.key} is an A/B test: simulate runs bandit policies")
-    params = spec.policy.model_dump(exclude={"name", "update"})
-    policy = make_policy(spec.policy.name, metric=spec.metric.type.value, **params)
+    policy = declared_policy(spec)
+    assert policy is not None
     result = simulate(policy, truth, users, np.random.default_rng(seed),
                       update_every=spec.policy.update.every_outcomes, drift=drift)
-    return SimulationReport(spec, truth, result)
+    return SimulationReport(spec, result)
 
 
 def plot_simulation(report: SimulationReport, out_dir: Path) -> list[Path]:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.registry import Policy, make_policy
+
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Loc = tuple[str | int, ...]
@@ -276,3 +278,13 @@ def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
             yield ("targeting", "cf_weight"), "cf_weight and content_weight cannot both be 0"
         if len(set(targeting.segments_from)) != len(targeting.segments_from):
             yield ("targeting", "segments_from"), "lists an attribute twice"
+
+
+def declared_policy(spec: ExperimentSpec, *, whole_log: bool = False) -> Policy | None:
+    """The allocation policy a bandit declares, None for a fixed split. `whole_log` leaves out
+    the forgetting options (discount, window), for callers that weigh a whole log at once."""
+    if not isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy):
+        return None
+    exclude = {"name", "update"} | ({"discount", "window"} if whole_log else set())
+    params = spec.policy.model_dump(exclude=exclude)
+    return make_policy(spec.policy.name, metric=spec.metric.type.value, **params)

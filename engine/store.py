@@ -573,10 +573,6 @@ class _Deltas:
         d[2] += total
         d[3] += total_sq
 
-    @property
-    def exposures(self) -> int:
-        return int(sum(d[0] for d in self._by_arm.values()))
-
     def apply(self, conn: Connection) -> None:
         """Atomic increments (`SET n = n + :d`): concurrent writers never lose an update."""
         for (key, phase, arm), (n, c, t, t2) in sorted(self._by_arm.items()):

@@ -46,7 +46,7 @@ def make_policy(name: str, **params: Any) -> Policy:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(policy_names())
         raise UnknownPolicyError(f"unknown policy {name!r}; known: {known}") from None
     return factory(**params)
 
