@@ -45,7 +45,7 @@ from engine.spec import (
     declared_policy,
 )
 from engine.spool import Spool, SpoolFullError
-from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment
+from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment, check_event
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
 from policies.bandit import stats_from_sums
 from policies.choice import NoEligibleArmError, choose_arm, draw_arms, draw_arms_per_unit, eligible_weights
@@ -749,11 +749,10 @@ class Engine:
         """Keep the events the snapshot can vouch for; the rest are rejected now, not on replay."""
         keep = []
         for index, ev in chunk:
-            exp = known.get(ev.experiment)
-            if exp is None:
-                summary.rejected.append((index, f"experiment: unknown experiment {ev.experiment!r}"))
-            elif ev.arm is not None and ev.arm not in exp.spec.arm_keys:
-                summary.rejected.append((index, f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}"))
+            try:
+                check_event(ev, known)
+            except EventError as exc:
+                summary.rejected.append((index, str(exc)))
             else:
                 keep.append({"kind": "event", "event": ev.model_dump(mode="json"), "spooled_at": time.time()})
         assert self.spool is not None

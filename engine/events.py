@@ -97,6 +97,8 @@ def parse_event(raw: Any) -> Event:
         raise EventError("a conversion needs decision_id or unit")
     if event.type == "exposure" and event.unit is None:
         raise EventError("unit: required for an exposure")
+    if event.type == "exposure" and event.arm is None:
+        raise EventError("arm: required for an exposure")
     return event
 
 

@@ -426,6 +426,18 @@ def imported_decision_id(event_id: str) -> str:
     return "ev:" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
 
 
+def check_event(ev: Event, experiments: dict[str, StoredExperiment]) -> StoredExperiment:
+    """The event's experiment, if the event fits it; else `EventError` with the reason."""
+    exp = experiments.get(ev.experiment)
+    if exp is None:
+        raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
+    if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
+        raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
+    if ev.type == "conversion" and exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
+        raise EventError("value: required for a revenue metric")
+    return exp
+
+
 class _EventBatch:
     """One chunk of events against one transaction: existing events and decisions are read in
     bulk, the outcome of each event is worked out in memory, and the writes go out in bulk."""
@@ -445,7 +457,7 @@ class _EventBatch:
         valid = []
         for index, ev in events:
             try:
-                valid.append((index, ev, self._experiment(ev)))
+                valid.append((index, ev, check_event(ev, self.experiments)))
             except EventError as exc:
                 outcome.rejected.append((index, str(exc)))
         seen = self._existing_events([ev.event_id for _, ev, _ in valid])
@@ -472,18 +484,6 @@ class _EventBatch:
             outcome.accepted += 1
         self._write(new_events)
         return outcome
-
-    def _experiment(self, ev: Event) -> StoredExperiment:
-        exp = self.experiments.get(ev.experiment)
-        if exp is None:
-            raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
-        if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
-            raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
-        if ev.type == "exposure" and ev.arm is None:
-            raise EventError("arm: required for an exposure")
-        if ev.type == "conversion" and exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
-            raise EventError("value: required for a revenue metric")
-        return exp
 
     def _existing_events(self, event_ids: list[str]) -> set[str]:
         if not event_ids:

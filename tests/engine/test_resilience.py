@@ -13,7 +13,7 @@ from engine.config import load_config
 from engine.decision import Reason
 from engine.spool import Spool
 from engine.store import Store
-from tests.samples import AB_YAML, BANDIT_YAML, write_yaml
+from tests.samples import AB_YAML, BANDIT_YAML, REVENUE_YAML, write_yaml
 
 STICKY = BANDIT_YAML.replace("eligibility:", "traffic: {sticky: true}\neligibility:")
 
@@ -203,3 +203,15 @@ def test_a_full_buffer_makes_decisions_wait_for_the_write(sqlite_url: str, tmp_p
             e.decide("landing", f"u{i}")
             assert len(e._buffer) < 100
         assert e.store.counts()["decisions"] >= 150
+
+
+def test_during_an_outage_events_the_store_would_refuse_are_refused_not_spooled(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path / "spool" / "replica.jsonl")
+    with Engine.open(sqlite_url, seed=0, spool=spool) as e:
+        e.apply([write_yaml(tmp_path, "r.yaml", REVENUE_YAML)])
+        e.experiment("bundle")  # in the snapshot before the outage
+        _Outage(e, monkeypatch).down = True
+        summary = e.ingest([{"event_id": "c1", "experiment": "bundle", "unit": "u1"},
+                            {"event_id": "c2", "experiment": "bundle", "unit": "u1", "value": 5}])
+        assert summary.rejected == [(1, "value: required for a revenue metric")] and summary.spooled == 1
