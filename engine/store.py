@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.db import bulk_insert, create_engine, insert_if_absent, member_of, read, write
 from engine.events import Event, EventError, MissingExposureError, utcnow
-from engine.spec import ExperimentSpec, Kind, MetricType, Status
+from engine.spec import Arm, ExperimentSpec, Kind, MetricType, Status
 from engine.tables import (
     ArmStatsRow,
     AssignmentRow,
@@ -55,24 +55,28 @@ _BUMP = (
             conversions=_S.conversions + bindparam("d_conversions"),
             total=_S.total + bindparam("d_total"), total_sq=_S.total_sq + bindparam("d_total_sq"))
 )
-_DECISION_STATE_NAMES = ("decision_id", "experiment", "phase", "arm", "converted", "value")
-_DECISION_STATE = tuple(DECISIONS.c[name] for name in _DECISION_STATE_NAMES)
-_LATEST_DECISION = (
-    select(*_DECISION_STATE)
-    .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"))
-    .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
-)
-_LATEST_DECISION_OF_ARM = (
-    select(*_DECISION_STATE)
-    .where(DECISIONS.c.experiment == bindparam("experiment"), DECISIONS.c.unit == bindparam("unit"),
-           DECISIONS.c.arm == bindparam("arm"))
-    .order_by(DECISIONS.c.ts.desc()).limit(1).with_for_update()
-)
+_DECISION_STATE = tuple(DECISIONS.c[c] for c in ("decision_id", "experiment", "phase", "arm", "converted", "value"))
 
 
 @lru_cache(maxsize=4)
 def _events_in(dialect: str) -> Select[Any]:
     return select(EVENTS.c.event_id).where(member_of(EVENTS.c.event_id, "ids", dialect))
+
+
+@lru_cache(maxsize=4)
+def _latest_of_units(dialect: str) -> Select[Any]:
+    """Per unit of the list `units` in `experiment` and per arm, the newest decision; `newest`
+    is 1 on the unit's newest decision of all."""
+    d = DECISIONS.c
+    newest_first = (d.ts.desc(), d.decision_id.desc())
+    ranked = (
+        select(d.decision_id, d.unit, d.arm,
+               func.row_number().over(partition_by=d.unit, order_by=newest_first).label("newest"),
+               func.row_number().over(partition_by=(d.unit, d.arm), order_by=newest_first).label("newest_of_arm"))
+        .where(d.experiment == bindparam("experiment"), member_of(d.unit, "units", dialect))
+        .subquery()
+    )
+    return select(ranked.c.decision_id, ranked.c.unit, ranked.c.arm, ranked.c.newest).where(ranked.c.newest_of_arm == 1)
 
 
 @lru_cache(maxsize=4)
@@ -96,6 +100,10 @@ _ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
 class StoredExperiment:
     spec: ExperimentSpec
     version: int
+
+    @cached_property
+    def arms(self) -> dict[str, Arm]:
+        return {a.key: a for a in self.spec.arms}
 
     @property
     def phase(self) -> int:
@@ -401,8 +409,22 @@ class Store:
             }
 
 
-EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
+class _EventRow(NamedTuple):
+    """A received event as stored: the columns of its `events` row."""
+
+    event_id: str
+    type: str
+    experiment: str
+    unit: str | None
+    decision_id: str | None
+    arm: str | None
+    value: float | None
+    ts: datetime
+    received_at: datetime
+
+
 assert sorted(Exposure._fields) == sorted(c.name for c in DECISIONS.columns)
+assert sorted(_EventRow._fields) == sorted(c.name for c in EVENTS.columns)
 
 
 def _add_missing_columns(sa: SAEngine) -> None:
@@ -431,7 +453,7 @@ def check_event(ev: Event, experiments: dict[str, StoredExperiment]) -> StoredEx
     exp = experiments.get(ev.experiment)
     if exp is None:
         raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
-    if ev.arm is not None and ev.arm not in exp.spec.arm_keys:
+    if ev.arm is not None and ev.arm not in exp.arms:
         raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
     if ev.type == "conversion" and exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
         raise EventError("value: required for a revenue metric")
@@ -447,6 +469,8 @@ class _EventBatch:
         self.experiments = experiments
         self.decisions: dict[str, dict[str, Any]] = {}  # decision_id -> row, read or new
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}  # (experiment, unit) -> newest row
+        # The newest stored decision ids, by (experiment, unit) and by (experiment, unit, arm).
+        self.stored_latest: dict[tuple[str, ...], str] = {}
         self.new_decisions: list[dict[str, Any]] = []
         self.converted: dict[str, dict[str, Any]] = {}  # stored rows to update
         self.deltas = _Deltas()
@@ -461,15 +485,19 @@ class _EventBatch:
             except EventError as exc:
                 outcome.rejected.append((index, str(exc)))
         seen = self._existing_events([ev.event_id for _, ev, _ in valid])
-        self._read_decisions([ev.decision_id or imported_decision_id(ev.event_id) for _, ev, _ in valid])
+        # The decision each event names (an imported exposure's is derived from its event id).
+        named = [ev.decision_id or (imported_decision_id(ev.event_id) if ev.type == "exposure" else None)
+                 for _, ev, _ in valid]
+        self._read_decisions([i for i in named if i is not None] + self._find_latest(valid))
         new_events = []
-        for index, ev, exp in valid:
+        for (index, ev, exp), decision_id in zip(valid, named, strict=True):
             if ev.event_id in seen:
                 outcome.duplicates += 1
                 continue
             try:
                 if ev.type == "exposure":
-                    self._exposure(ev, exp)
+                    assert decision_id is not None
+                    self._exposure(ev, exp, decision_id)
                 else:
                     self._conversion(ev, exp)
             except EventError as exc:
@@ -478,9 +506,8 @@ class _EventBatch:
                     outcome.missing.add(index)
                 continue
             seen.add(ev.event_id)
-            new_events.append(dict(event_id=ev.event_id, type=ev.type, experiment=ev.experiment, unit=ev.unit,
-                                   decision_id=ev.decision_id, arm=ev.arm, value=ev.value, ts=ev.ts or self.now,
-                                   received_at=self.now))
+            new_events.append(_EventRow(ev.event_id, ev.type, ev.experiment, ev.unit, ev.decision_id, ev.arm, ev.value,
+                                        ev.ts or self.now, self.now))
             outcome.accepted += 1
         self._write(new_events)
         return outcome
@@ -490,17 +517,31 @@ class _EventBatch:
             return set()
         return set(self.conn.execute(_events_in(self.conn.dialect.name), {"ids": event_ids}).scalars())
 
+    def _find_latest(self, valid: list[tuple[int, Event, StoredExperiment]]) -> list[str]:
+        """The newest stored decisions of the units that conversions name without a decision id
+        (one query per experiment); their ids, to be read and locked with the named ones."""
+        units: dict[str, set[str]] = {}
+        for _, ev, _ in valid:
+            if ev.type == "conversion" and ev.decision_id is None and ev.unit is not None:
+                units.setdefault(ev.experiment, set()).add(ev.unit)
+        for key, names in units.items():
+            query = _latest_of_units(self.conn.dialect.name)
+            for decision_id, unit, arm, newest in self.conn.execute(query, {"experiment": key, "units": sorted(names)}):
+                self.stored_latest[(key, unit, arm)] = decision_id
+                if newest == 1:
+                    self.stored_latest[(key, unit)] = decision_id
+        return list(self.stored_latest.values())
+
     def _read_decisions(self, decision_ids: list[str]) -> None:
         if not decision_ids:
             return
         for row in self.conn.execute(_decisions_in(self.conn.dialect.name), {"ids": decision_ids}).mappings():
             self.decisions[row["decision_id"]] = dict(row)
 
-    def _exposure(self, ev: Event, exp: StoredExperiment) -> None:
-        decision_id = ev.decision_id or imported_decision_id(ev.event_id)
+    def _exposure(self, ev: Event, exp: StoredExperiment, decision_id: str) -> None:
         if decision_id in self.decisions:
             raise EventError(f"decision_id: {decision_id!r} was already logged")
-        arm = next(a for a in exp.spec.arms if a.key == ev.arm)
+        arm = exp.arms[ev.arm or ""]
         row = Exposure(decision_id, exp.spec.key, exp.version, exp.phase, ev.unit or "", arm.key,
                        arm.channel.value, None, None, "IMPORTED", ev.ts or self.now)._asdict()
         self.new_decisions.append(row)
@@ -537,19 +578,18 @@ class _EventBatch:
         return row
 
     def _latest_stored(self, ev: Event) -> dict[str, Any] | None:
-        params = {"experiment": ev.experiment, "unit": ev.unit}
-        query = _LATEST_DECISION if ev.arm is None else _LATEST_DECISION_OF_ARM
-        found = self.conn.execute(query, params if ev.arm is None else {**params, "arm": ev.arm}).mappings().first()
-        if found is None:
+        unit = (ev.experiment, ev.unit or "")
+        decision_id = self.stored_latest.get(unit if ev.arm is None else (*unit, ev.arm))
+        if decision_id is None:
             return None
-        row = self.decisions.setdefault(found["decision_id"], {k: found[k] for k in _DECISION_STATE_NAMES})
+        row = self.decisions[decision_id]  # read and locked with the named decisions
         if ev.arm is None:
             self.latest[(ev.experiment, ev.unit or "")] = row
         return row
 
-    def _write(self, new_events: list[dict[str, Any]]) -> None:
+    def _write(self, new_events: list[_EventRow]) -> None:
         new_ids = {d["decision_id"] for d in self.new_decisions}
-        bulk_insert(self.conn, EVENTS, EVENT_COLUMNS, [tuple(e[c] for c in EVENT_COLUMNS) for e in new_events])
+        bulk_insert(self.conn, EVENTS, _EventRow._fields, new_events)
         bulk_insert(self.conn, DECISIONS, Exposure._fields,
                     [tuple(d[c] for c in Exposure._fields) for d in self.new_decisions])
         updates = [{"b_decision_id": i, "new_value": d["value"]} for i, d in self.converted.items() if i not in new_ids]

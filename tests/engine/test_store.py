@@ -134,3 +134,19 @@ def test_event_times_are_stored_in_utc(engine: Engine) -> None:
     for value in (stored, received):
         value = value if not isinstance(value, str) else datetime.fromisoformat(value)
         assert value.replace(tzinfo=None) == datetime(2026, 3, 1, 10, 0)
+
+
+def test_conversions_by_unit_find_the_units_newest_exposure(engine: Engine) -> None:
+    # Two imported exposures of one unit, then conversions naming the unit only, or the unit
+    # and an arm: the first goes to the newest exposure, the second to that arm's newest.
+    def exposure(event_id: str, arm: str, ts: str) -> dict:
+        return {"event_id": event_id, "type": "exposure", "experiment": "landing", "unit": "u1", "arm": arm, "ts": ts}
+
+    engine.ingest([exposure("x1", "control", "2026-01-01T10:00:00Z"),
+                   exposure("x2", "curated", "2026-01-02T10:00:00Z")])
+    summary = engine.ingest([{"event_id": "c1", "experiment": "landing", "unit": "u1"},
+                             {"event_id": "c2", "experiment": "landing", "unit": "u1", "arm": "control"},
+                             {"event_id": "c3", "experiment": "landing", "unit": "nobody"}])
+    assert (summary.accepted, [line for line, _ in summary.rejected]) == (2, [3])
+    _, aggs = engine.aggregates("landing")
+    assert {a.arm: (a.exposures, a.conversions) for a in aggs} == {"control": (1, 1), "curated": (1, 1)}
