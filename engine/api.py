@@ -234,12 +234,11 @@ class Engine:
         specs = [i for i in items if isinstance(i, ExperimentSpec)]
         paths = [Path(i) for i in items if not isinstance(i, ExperimentSpec)]
         specs += load_specs(paths) if paths else []
-        plan = Plan(tuple(self.store.apply(s, dry_run=True) for s in specs), dry_run)
+        plan = Plan(tuple(self.store.apply(specs, dry_run=dry_run)), dry_run)
         if dry_run:
             return plan
         if plan.refused:
             raise UnsafeChangeError(plan)
-        plan = Plan(tuple(self.store.apply(s) for s in specs), dry_run)
         with self._lock:
             self._specs_at = float("-inf")
         return plan

@@ -114,7 +114,10 @@ def apply(
 ) -> None:
     """Create or update experiments from YAML. Unsafe changes to running A/B tests exit 1."""
     with errors(), Engine.open(db) as engine:
-        plan = engine.apply(default_paths(paths), dry_run=True)
+        try:
+            plan = engine.apply(default_paths(paths), dry_run=dry_run)
+        except UnsafeChangeError as exc:
+            plan = exc.plan
         for item in plan.items:
             version = f" (v{item.version})" if item.version else ""
             out.print(f"{item.action:9} {item.key}{version}", markup=False)
@@ -124,11 +127,7 @@ def apply(
                 out.print(f"          refused: {item.reason}", markup=False)
         if plan.refused:
             fail(f"{len(plan.refused)} unsafe change(s); nothing applied", plan.refused[0].hint)
-        if dry_run:
-            err.print("dry run: nothing applied", markup=False)
-            return
-        engine.apply(default_paths(paths))
-        err.print(f"applied to {engine.store.url}", markup=False)
+        err.print("dry run: nothing applied" if dry_run else f"applied to {engine.store.url}", markup=False)
 
 
 def parse_context(pairs: list[str]) -> dict[str, Any]:

@@ -236,29 +236,37 @@ class Store:
             out[spec.key] = StoredExperiment(spec, version)
         return out
 
-    def apply(self, spec: ExperimentSpec, dry_run: bool = False) -> PlanItem:
+    def apply(self, specs: Sequence[ExperimentSpec], dry_run: bool = False) -> list[PlanItem]:
+        """Plan every spec and, unless `dry_run` or a change is refused, write them all: one
+        transaction, so a set of declarations is applied whole or not at all."""
         with write(self.sa) as conn:
-            row = conn.execute(
-                select(EXPERIMENTS.c.spec_json, EXPERIMENTS.c.version).where(EXPERIMENTS.c.key == spec.key)
-            ).first()
-            if row is None:
-                item = PlanItem(spec.key, "create", 1, ("new experiment",))
-            else:
-                old = ExperimentSpec.model_validate_json(row.spec_json)
-                if old == spec:
-                    return PlanItem(spec.key, "unchanged", row.version)
-                unsafe = _unsafe_change(old, spec)
-                changes = tuple(_changes(old, spec))
-                if unsafe:
-                    return PlanItem(
-                        spec.key, "refused", row.version, changes, unsafe,
-                        f"declare traffic.phase: {old.traffic.phase + 1} to start a new phase "
-                        "(its analysis starts from zero), or stop the experiment first",
-                    )
-                item = PlanItem(spec.key, "update", row.version + 1, changes)
-            if not dry_run:
-                self._write_experiment(conn, spec, item.version or 1, is_new=row is None)
-            return item
+            items = [self._plan(conn, spec) for spec in specs]
+            if dry_run or any(item.action == "refused" for item in items):
+                return items
+            for spec, item in zip(specs, items, strict=True):
+                if item.action in ("create", "update"):
+                    self._write_experiment(conn, spec, item.version or 1, is_new=item.action == "create")
+            return items
+
+    @staticmethod
+    def _plan(conn: Connection, spec: ExperimentSpec) -> PlanItem:
+        row = conn.execute(
+            select(EXPERIMENTS.c.spec_json, EXPERIMENTS.c.version).where(EXPERIMENTS.c.key == spec.key)
+        ).first()
+        if row is None:
+            return PlanItem(spec.key, "create", 1, ("new experiment",))
+        old = ExperimentSpec.model_validate_json(row.spec_json)
+        if old == spec:
+            return PlanItem(spec.key, "unchanged", row.version)
+        unsafe = _unsafe_change(old, spec)
+        changes = tuple(_changes(old, spec))
+        if unsafe:
+            return PlanItem(
+                spec.key, "refused", row.version, changes, unsafe,
+                f"declare traffic.phase: {old.traffic.phase + 1} to start a new phase "
+                "(its analysis starts from zero), or stop the experiment first",
+            )
+        return PlanItem(spec.key, "update", row.version + 1, changes)
 
     def _write_experiment(self, conn: Connection, spec: ExperimentSpec, version: int, is_new: bool) -> None:
         now = utcnow()
