@@ -127,6 +127,9 @@ class _Live:
     model: TargetingModel | None = None
     model_at: float = float("-inf")
 
+    def eligible(self, context: Mapping[str, Any]) -> np.ndarray | None:
+        return self.spec.eligibility.mask(self.arms, self.channels, context)
+
     def weights_due(self, now: float) -> bool:
         cadence = self.cadence or UpdateCadence()
         return (self.weights is None or self.observations_since >= cadence.every_outcomes
@@ -313,7 +316,7 @@ class Engine:
         for unit in units:
             _check_unit(unit)
         b = buckets(spec.seed, units)
-        masks = [self._eligible(live, c) for c in contexts]
+        masks = [live.eligible(c) for c in contexts]
         if spec.kind is Kind.AB_TEST:
             indices = arms_for_buckets(b, live.ranges)
             for i, mask in enumerate(masks):
@@ -354,7 +357,7 @@ class Engine:
     def _decide(self, live: _Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
         _check_unit(unit)
-        mask = self._eligible(live, context)
+        mask = live.eligible(context)
         if spec.status in (Status.PAUSED, Status.STOPPED, Status.CONCLUDED):
             return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None, mask)
         b = bucket(spec.seed, unit)
@@ -403,7 +406,7 @@ class Engine:
         if live.policy is None:
             raise ValueError(f"{experiment!r} is an A/B test: its split is fixed by the bucket")
         context = context or {}
-        mask = self._eligible(live, context)
+        mask = live.eligible(context)
         with self._lock:
             weights = self._bandit_weights(live)
             scores = self._targeting_scores(live, str(unit), context)
@@ -461,17 +464,6 @@ class Engine:
                 live.sticky.clear()
             live.sticky[unit] = (index, propensity)
         return index, propensity
-
-    def _eligible(self, live: _Live, context: Mapping[str, Any]) -> np.ndarray | None:
-        """The arms this unit may get: channels it opted into, minus arms excluded for it."""
-        rules = live.spec.eligibility
-        mask = None
-        if rules.channels_from is not None and rules.channels_from in context:
-            mask = np.isin(live.channels, _listed(context[rules.channels_from]))
-        if rules.exclude_arms_from is not None and rules.exclude_arms_from in context:
-            keep = ~np.isin(np.array(live.arms), _listed(context[rules.exclude_arms_from]))
-            mask = keep if mask is None else mask & keep
-        return mask
 
     def _outside(self, live: _Live, arm: str | None, reason: Reason, b: float | None,
                  mask: np.ndarray | None = None) -> Decision:
@@ -770,15 +762,6 @@ class Engine:
 def _check_unit(unit: str) -> None:
     if not 0 < len(unit) <= MAX_UNIT_LENGTH:
         raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
-
-
-def _listed(value: Any) -> list[str]:
-    """A context attribute holding a list: a list, or a comma-separated string (CLI --context)."""
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list | tuple | set | frozenset):
-        raise ValueError(f"context: expected a list of names or a comma-separated string, got {value!r}")
-    return [str(v) for v in value]
 
 
 def _exposure_record(e: Exposure) -> dict[str, Any]:

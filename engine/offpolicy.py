@@ -137,20 +137,12 @@ def evaluation_targeting(spec: ExperimentSpec, rows: Sequence[LogRow], recommend
 
 def _masks(spec: ExperimentSpec, rows: Sequence[LogRow]) -> np.ndarray:
     channels = np.array([a.channel.value for a in spec.arms])
-    keys = np.array(spec.arm_keys)
-    masks = np.ones((len(rows), len(keys)), dtype=bool)
-    rules = spec.eligibility
+    masks = np.ones((len(rows), len(spec.arms)), dtype=bool)
     for i, r in enumerate(rows):
-        if rules.channels_from and rules.channels_from in r.context:
-            masks[i] &= np.isin(channels, _as_list(r.context[rules.channels_from]))
-        if rules.exclude_arms_from and rules.exclude_arms_from in r.context:
-            masks[i] &= ~np.isin(keys, _as_list(r.context[rules.exclude_arms_from]))
+        if (mask := spec.eligibility.mask(spec.arm_keys, channels, r.context)) is not None:
+            masks[i] = mask
     masks[~masks.any(axis=1)] = True  # the logged arm was served anyway: no rule can have applied
     return masks
-
-
-def _as_list(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _arm_stats(spec: ExperimentSpec, arms: np.ndarray, rewards: np.ndarray) -> list[ArmStats]:

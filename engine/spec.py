@@ -8,10 +8,11 @@ the loader can point at its line and column.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.registry import Policy, make_policy
@@ -113,6 +114,26 @@ class Eligibility(Model):
     channels_from: str | None = None
     # Context attribute listing arm keys the unit must not get (e.g. campaigns it already bought).
     exclude_arms_from: str | None = None
+
+    def mask(self, arms: Sequence[str], channels: np.ndarray, context: Mapping[str, Any]) -> np.ndarray | None:
+        """The arms a unit with this context may get (None: any): the channels it opted into,
+        minus the arms excluded for it."""
+        mask = None
+        if self.channels_from is not None and self.channels_from in context:
+            mask = np.isin(channels, listed(context[self.channels_from]))
+        if self.exclude_arms_from is not None and self.exclude_arms_from in context:
+            keep = ~np.isin(np.asarray(arms), listed(context[self.exclude_arms_from]))
+            mask = keep if mask is None else mask & keep
+        return mask
+
+
+def listed(value: Any) -> list[str]:
+    """A context attribute holding a list: a list, or a comma-separated string (CLI --context)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"context: expected a list of names or a comma-separated string, got {value!r}")
+    return [str(v) for v in value]
 
 
 class Recommender(StrEnum):
