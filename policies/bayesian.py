@@ -22,8 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as sps
 
+from policies.bandit import arm_sums
 from policies.effects import Interval, mean_effect
 from policies.stats import ArmStats, BinaryStats
+from policies.thompson import BetaPrior
 
 DEFAULT_DRAWS = 20_000
 
@@ -51,20 +53,16 @@ def _posterior_draws_and_intervals(
     draws: int,
 ) -> tuple[NDArray[np.float64], list[Interval]]:
     """(draws x arms) joint posterior samples and each arm's exact credible interval."""
-    quantiles = (alpha / 2.0, 1.0 - alpha / 2.0)
-    binary = [s for s in stats if isinstance(s, BinaryStats)]
-    if len(binary) == len(stats):
-        a = np.array([prior_alpha + s.successes for s in binary], dtype=float)
-        b = np.array([prior_beta + s.failures for s in binary], dtype=float)
-        dist = sps.beta(a, b)
-        low, high = dist.ppf(quantiles[0]), dist.ppf(quantiles[1])
-        samples = rng.beta(a, b, size=(draws, len(stats)))
-        means = a / (a + b)
+    if all(isinstance(s, BinaryStats) for s in stats):
+        posterior = BetaPrior(prior_alpha, prior_beta).posterior(*arm_sums(stats, "binary"))
+        low, high = posterior.interval(1.0 - alpha)
+        samples = rng.beta(posterior.alpha, posterior.beta, size=(draws, len(stats)))
+        means = posterior.mean
     else:
         moments = [mean_effect(s) for s in stats]
         means = np.array([m.estimate for m in moments])
         sd = np.sqrt([m.variance for m in moments])
-        z = float(sps.norm.ppf(quantiles[1]))
+        z = float(sps.norm.ppf(1.0 - alpha / 2.0))
         low, high = means - z * sd, means + z * sd
         samples = means + sd * rng.standard_normal((draws, len(stats)))
     intervals = [Interval(float(m), float(lo), float(hi)) for m, lo, hi in zip(means, low, high, strict=True)]
