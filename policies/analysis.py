@@ -49,6 +49,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from policies.bandit import check_metric, normalise_stats
 from policies.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
 from policies.corrections import Correction, adjust_p_values, check_correction
 from policies.effects import Interval, absolute_difference, normal_interval, relative_lift
@@ -116,8 +117,7 @@ class AnalysisConfig:
     draws: int = DEFAULT_DRAWS
 
     def __post_init__(self) -> None:
-        if self.metric_type not in ("binary", "revenue"):
-            raise ValueError(f"metric_type must be 'binary' or 'revenue', got {self.metric_type!r}")
+        check_metric(self.metric_type)
         check_correction(self.correction)
         for name in ("alpha", "power", "srm_threshold"):
             value = getattr(self, name)
@@ -215,14 +215,6 @@ class _VariantResult:
     test: TestResult
     difference: Interval
     lift: Interval | None
-
-
-def _normalise_stats(stats: Sequence[ArmStats], metric_type: MetricType) -> list[ArmStats]:
-    if metric_type == "revenue":
-        return [s.as_mean() if isinstance(s, BinaryStats) else s for s in stats]
-    if not all(isinstance(s, BinaryStats) for s in stats):
-        raise ValueError("a binary metric needs BinaryStats for every arm")
-    return list(stats)
 
 
 def _observed_mean(stats: ArmStats) -> float | None:
@@ -506,7 +498,7 @@ def analyze(
         raise ValueError(f"control {control!r} is not one of the arms")
     if expected_weights is not None and len(expected_weights) != len(names):
         raise ValueError("expected_weights needs one weight per arm")
-    data = _normalise_stats(stats, config.metric_type)
+    data = normalise_stats(stats, config.metric_type)
     control_index = None if control is None else names.index(control)
     srm = (
         None

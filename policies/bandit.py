@@ -45,16 +45,21 @@ def arm_sums(
     """Per-arm `(n, total, total_sq)` arrays; a binary metric accepts only `BinaryStats`."""
     if not stats:
         raise ValueError("a bandit needs at least one arm")
-    if metric == "binary":
-        if not all(isinstance(s, BinaryStats) for s in stats):
-            raise ValueError("a binary metric needs BinaryStats for every arm")
-        means = [s.as_mean() for s in stats]  # type: ignore[union-attr]  # checked above
-    else:
-        means = [s.as_mean() if isinstance(s, BinaryStats) else s for s in stats]
+    means = [s.as_mean() if isinstance(s, BinaryStats) else s for s in normalise_stats(stats, metric)]
     n = np.array([m.n for m in means], dtype=float)
     total = np.array([m.total for m in means], dtype=float)
     total_sq = np.array([m.total_sq for m in means], dtype=float)
     return n, total, total_sq
+
+
+def normalise_stats(stats: Sequence[ArmStats], metric: Metric) -> list[ArmStats]:
+    """`stats` as the metric reads them: all `BinaryStats` for a binary metric (checked), all
+    `MeanStats` for revenue (a conversion count is a mean of 0/1 outcomes)."""
+    if metric == "binary":
+        if not all(isinstance(s, BinaryStats) for s in stats):
+            raise ValueError("a binary metric needs BinaryStats for every arm")
+        return list(stats)
+    return [s.as_mean() if isinstance(s, BinaryStats) else s for s in stats]
 
 
 def stats_from_sums(

@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from policies.bandit import Metric as MetricType
 from policies.corrections import Correction, check_correction
-
-MetricType = Literal["binary", "revenue"]
 
 
 @dataclass(frozen=True, slots=True)
