@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 import numpy as np
@@ -123,8 +124,16 @@ class FittedRecommender:
     arm_vectors: FloatArray  # arms x vocabulary, L2-normalised TF-IDF
     item_factors: FloatArray  # arms x rank, right singular vectors of the history
     segment_profiles: FloatArray  # segments x arms, shrunk rates divided by each row's maximum
-    segment_scores: FloatArray  # the method's scores of each segment profile
-    segment_separates: tuple[bool, ...]  # whether a segment's scores differ between arms
+
+    @cached_property
+    def segment_scores(self) -> FloatArray:
+        """The method's scores of each segment profile."""
+        return self.score_profiles(self.segment_profiles)
+
+    @cached_property
+    def segment_separates(self) -> tuple[bool, ...]:
+        """Whether each segment's scores differ between arms (else it is a cold start)."""
+        return tuple(bool(x) for x in np.ptp(self.segment_scores, axis=1) > 0)
 
     @property
     def n_arms(self) -> int:
@@ -201,10 +210,7 @@ def fit_recommender(
     similarity = np.divide(gram, np.outer(norms, norms), out=np.zeros_like(gram), where=np.outer(norms, norms) > 0)
     arm_vectors = tfidf(arm_tokens).toarray()
     factors = _item_factors(history, config.factors, rng) if config.method == "svd" else np.zeros((k, 0))
-    profiles = _segment_profiles(interactions)
-    fitted = FittedRecommender(config, history, similarity, arm_vectors, factors, profiles, np.zeros_like(profiles), ())
-    scores = fitted.score_profiles(profiles)
-    return replace(fitted, segment_scores=scores, segment_separates=tuple(bool(x) for x in np.ptp(scores, axis=1) > 0))
+    return FittedRecommender(config, history, similarity, arm_vectors, factors, _segment_profiles(interactions))
 
 
 def _item_factors(history: sparse.csr_matrix, factors: int, rng: np.random.Generator) -> FloatArray:
