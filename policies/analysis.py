@@ -229,33 +229,18 @@ def _observed_interval(stats: ArmStats, alpha: float) -> Interval | None:
 
 
 def _plan(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig) -> SampleSizePlan | None:
-    """The sample-size plan, or None when the baseline and MDE admit none."""
-    shift = absolute_mde(baseline, config.mde, relative=config.mde_relative)
-    if isinstance(control, BinaryStats):
-        if not (baseline < 1 and 0 < baseline + shift < 1):
-            return None
-        return plan_binary_sample_size(
-            baseline,
-            config.mde,
-            relative=config.mde_relative,
-            alpha=config.alpha,
-            power=config.power,
-            arms=arms,
-            correction=config.correction,
-        )
-    std = math.sqrt(control.variance or 0.0)
-    if std == 0:
+    """The sample-size plan, or None when the baseline and MDE admit none (planning refuses a
+    rate moved out of (0, 1), a zero shift or a zero standard deviation; the rest of the
+    config is checked already)."""
+    options = dict(relative=config.mde_relative, alpha=config.alpha, power=config.power, arms=arms,
+                   correction=config.correction)
+    try:
+        if isinstance(control, BinaryStats):
+            return plan_binary_sample_size(baseline, config.mde, **options)  # type: ignore[arg-type]
+        return plan_mean_sample_size(baseline, math.sqrt(control.variance or 0.0), config.mde,
+                                     **options)  # type: ignore[arg-type]
+    except ValueError:
         return None
-    return plan_mean_sample_size(
-        baseline,
-        std,
-        config.mde,
-        relative=config.mde_relative,
-        alpha=config.alpha,
-        power=config.power,
-        arms=arms,
-        correction=config.correction,
-    )
 
 
 def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: AnalysisConfig) -> _VariantResult:
