@@ -47,11 +47,11 @@ from engine.spec import (
 from engine.spool import Spool, SpoolFullError
 from engine.store import ArmAggregate, Exposure, PlanItem, Store, StoredExperiment, check_event
 from engine.targeting import HistoryRow, TargetingModel, fit_targeting
-from policies.bandit import stats_from_sums
-from policies.choice import NoEligibleArmError, choose_arm, draw_arms, draw_arms_per_unit, eligible_weights
-from policies.registry import Policy
-from policies.stats import ArmStats
-from policies.targeting import blend, choose_targeted
+from policies.bandits.arm_stats import stats_from_sums
+from policies.bandits.choice import NoEligibleArmError, choose_arm, draw_arms, draw_arms_per_unit, eligible_weights
+from policies.bandits.registry import Policy
+from policies.sufficient import ArmStats
+from policies.targeting.blend import blend, choose_targeted
 
 log = logging.getLogger("crosspromo")
 

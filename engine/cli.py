@@ -265,7 +265,7 @@ def sample_size(
     """Exposures needed per arm to detect the MDE (statsmodels power analysis, corrected alpha)."""
     from dataclasses import asdict
 
-    from policies.planning import plan_binary_sample_size, plan_mean_sample_size
+    from policies.stats.planning import plan_binary_sample_size, plan_mean_sample_size
 
     with errors():
         common = dict(relative=relative, alpha=alpha, power=power, arms=arms, correction=correction.value)

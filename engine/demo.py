@@ -22,7 +22,7 @@ import yaml
 from engine.api import Engine
 from engine.report import Report, build_report
 from engine.spec import ExperimentSpec, MetricType, Status
-from policies.population import Population, PopulationModel, SegmentProfile, draw_population
+from policies.simulation.population import Population, PopulationModel, SegmentProfile, draw_population
 
 REVENUE_SIGMA = 0.5
 FEEDBACK_EVERY = 1000  # users between two batches of reported conversions

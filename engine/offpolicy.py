@@ -43,12 +43,12 @@ from rich.table import Table
 from engine.spec import ExperimentSpec, MetricType, Recommender, Targeting, declared_policy
 from engine.store import Store
 from engine.targeting import HistoryRow, fit_targeting
-from policies.bandit import stats_from_sums
-from policies.choice import eligible_weights_per_unit
-from policies.ope import ESTIMATORS, LoggedData, PolicyValue, evaluate_policies, is_uniform_logging
-from policies.shrinkage import shrunk_means
-from policies.stats import ArmStats
-from policies.targeting import blend_per_unit
+from policies.bandits.arm_stats import stats_from_sums
+from policies.bandits.choice import eligible_weights_per_unit
+from policies.targeting.ope import ESTIMATORS, LoggedData, PolicyValue, evaluate_policies, is_uniform_logging
+from policies.targeting.shrinkage import shrunk_means
+from policies.sufficient import ArmStats
+from policies.targeting.blend import blend_per_unit
 
 REQUIRED = ("arm", "reward", "propensity")
 OPTIONAL = ("unit", "timestamp")

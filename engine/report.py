@@ -12,7 +12,7 @@ from rich.table import Table
 
 from engine.api import Engine, stats_for
 from engine.spec import ExperimentSpec, Kind
-from policies.analysis import AnalysisConfig, analyze
+from policies.stats.analysis import AnalysisConfig, analyze
 
 
 def analysis_config(spec: ExperimentSpec) -> AnalysisConfig:

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, MetricType, ThompsonPolicy, declared_policy
-from policies.simulate import SimulationResult, Truth, TruthChange, simulate, swap_best_worst
+from policies.simulation.bandits import SimulationResult, Truth, TruthChange, simulate, swap_best_worst
 
 
 @dataclass(frozen=True)

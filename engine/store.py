@@ -30,7 +30,7 @@ from engine.tables import (
     ExperimentRow,
     ExperimentVersionRow,
 )
-from policies.stats import BinaryStats, MeanStats
+from policies.sufficient import BinaryStats, MeanStats
 
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from engine.spec import ExperimentSpec, Recommender, Targeting
-from policies.recommender import FittedRecommender, Interactions, RecommenderConfig, fit_recommender
-from policies.segments import Segmentation, fit_segments
+from policies.targeting.recommender import FittedRecommender, Interactions, RecommenderConfig, fit_recommender
+from policies.targeting.segments import Segmentation, fit_segments
 
 SEGMENT_CACHE_SIZE = 10_000
 UNIT_CACHE_SIZE = 100_000

@@ -1,11 +1,13 @@
-"""Pure math on sufficient statistics: policies, statistical tests, targeting.
+"""Pure math on sufficient statistics: policies, statistical tests, targeting, simulation.
 
 Nothing here touches files, SQL, HTTP or the clock; callers pass arrays or frozen
-dataclasses and a `numpy.random.Generator`, and get frozen dataclasses back.
+dataclasses and a `numpy.random.Generator`, and get frozen dataclasses back. One room per
+concern: `bandits` (allocation policies and the draw of an arm), `stats` (tests, intervals,
+corrections, verdicts), `targeting` (recommenders, the blend, off-policy evaluation) and
+`simulation` (populations and simulators). `sufficient` holds the per-arm statistics every
+room trades in.
 """
 
-# Importing the policy modules registers them with `policies.registry`.
-from policies import epsilon_greedy, fixed, thompson  # noqa: F401
-from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.sufficient import ArmStats, BinaryStats, MeanStats
 
 __all__ = ["ArmStats", "BinaryStats", "MeanStats"]

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from policies.analysis import Analysis, AnalysisConfig, analyze
-from policies.corrections import adjust_p_values
-from policies.frequentist import two_proportion_test
-from policies.stats import BinaryStats, MeanStats
+from policies.stats.analysis import Analysis, AnalysisConfig, analyze
+from policies.stats.corrections import adjust_p_values
+from policies.stats.frequentist import two_proportion_test
+from policies.sufficient import BinaryStats, MeanStats
 
 ARM_KEYS = [
     "arm", "exposures", "conversions", "rate", "ci_low", "ci_high", "lift", "lift_ci_low",

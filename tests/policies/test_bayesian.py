@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.bayesian import posterior_summaries
-from policies.stats import BinaryStats, MeanStats
+from policies.stats.bayesian import posterior_summaries
+from policies.sufficient import BinaryStats, MeanStats
 
 CONTROL, VARIANT = BinaryStats(1000, 40), BinaryStats(1000, 55)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose
 
-from policies.choice import (
+from policies.bandits.choice import (
     NoEligibleArmError,
     choose_arm,
     draw_arm,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from statsmodels.stats.multitest import multipletests
 
-from policies.corrections import CORRECTIONS, Correction, adjust_p_values, check_correction
+from policies.stats.corrections import CORRECTIONS, Correction, adjust_p_values, check_correction
 
 RAW = [0.01, 0.04, 0.03, 0.20]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.effects import Effect, absolute_difference, normal_interval, relative_lift
-from policies.stats import BinaryStats, MeanStats
+from policies.stats.effects import Effect, absolute_difference, normal_interval, relative_lift
+from policies.sufficient import BinaryStats, MeanStats
 
 Z_975 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
 

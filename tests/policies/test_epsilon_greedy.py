@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from policies.epsilon_greedy import EpsilonGreedy
-from policies.registry import make_policy
-from policies.stats import BinaryStats, MeanStats
+from policies.bandits.epsilon_greedy import EpsilonGreedy
+from policies.bandits.registry import make_policy
+from policies.sufficient import BinaryStats, MeanStats
 
 RNG = np.random.default_rng(0)
 

@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportions_ztest
 
-from policies.frequentist import (
+from policies.stats.frequentist import (
     difference_interval,
     needs_exact_test,
     omnibus_test,
@@ -19,7 +19,7 @@ from policies.frequentist import (
     two_proportion_test,
     welch_test,
 )
-from policies.stats import BinaryStats, MeanStats
+from policies.sufficient import BinaryStats, MeanStats
 
 RTOL = 1e-9
 

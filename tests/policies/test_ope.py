@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.ope import LoggedData, bootstrap_ratio_intervals, evaluate_policies, is_uniform_logging
+from policies.targeting.ope import LoggedData, bootstrap_ratio_intervals, evaluate_policies, is_uniform_logging
 
 # Four logged rows, two arms. Target pi and reward model q are given per row.
 LOG = LoggedData(arms=np.array([0, 1, 1, 0]), rewards=np.array([1.0, 0.0, 1.0, 0.0]),

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.corrections import adjust_p_values
-from policies.frequentist import proportions_z_test, welch_test
-from policies.planning import alpha_per_test, plan_binary_sample_size, plan_mean_sample_size
-from policies.stats import MeanStats
+from policies.stats.corrections import adjust_p_values
+from policies.stats.frequentist import proportions_z_test, welch_test
+from policies.stats.planning import alpha_per_test, plan_binary_sample_size, plan_mean_sample_size
+from policies.sufficient import MeanStats
 
 
 def test_binary_reference() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.recommender import Interactions, RecommenderConfig, fit_recommender, tfidf
-from policies.segments import fit_segments
-from policies.shrinkage import FULL_POOLING, shrunk_means
+from policies.targeting.recommender import Interactions, RecommenderConfig, fit_recommender, tfidf
+from policies.targeting.segments import fit_segments
+from policies.targeting.shrinkage import FULL_POOLING, shrunk_means
 
 # Arms 0, 1 are painting campaigns; 2, 3 music campaigns.
 TOKENS = [["art", "painting", "channel=email"], ["art", "painting", "channel=push"],

@@ -10,15 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from policies.effects import Effect, absolute_difference
-from policies.frequentist import proportions_z_test
-from policies.sequential import (
+from policies.stats.effects import Effect, absolute_difference
+from policies.stats.frequentist import proportions_z_test
+from policies.stats.sequential import (
     always_valid_interval,
     msprt_log_likelihood_ratio,
     msprt_p_values,
     msprt_test,
 )
-from policies.stats import BinaryStats
+from policies.sufficient import BinaryStats
 
 
 def test_reference_two_sample_formula() -> None:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.bandit import fold_stats
-from policies.epsilon_greedy import EpsilonGreedy
-from policies.fixed import FixedSplit
-from policies.registry import Policy
-from policies.simulate import (
+from policies.bandits.arm_stats import fold_stats
+from policies.bandits.epsilon_greedy import EpsilonGreedy
+from policies.bandits.fixed import FixedSplit
+from policies.bandits.registry import Policy
+from policies.simulation.bandits import (
     SimulationResult,
     Truth,
     TruthChange,
@@ -21,8 +21,8 @@ from policies.simulate import (
     simulate,
     swap_best_worst,
 )
-from policies.stats import ArmStats, BinaryStats
-from policies.thompson import NormalInverseGammaPrior, ThompsonSampling
+from policies.sufficient import ArmStats, BinaryStats
+from policies.bandits.thompson import NormalInverseGammaPrior, ThompsonSampling
 
 EASY = Truth((0.05, 0.05, 0.05, 0.05, 0.15))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.srm import sample_ratio_test
+from policies.stats.srm import sample_ratio_test
 
 
 def test_reference_two_arms() -> None:

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from policies.choice import eligible_weights
-from policies.targeting import blend, choose_targeted, ranking_distribution
+from policies.bandits.choice import eligible_weights
+from policies.targeting.blend import blend, choose_targeted, ranking_distribution
 
 ARMS = 5
 

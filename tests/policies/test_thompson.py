@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import special, stats
 
-from policies.bandit import discount_stats, fold_stats
-from policies.registry import make_policy
-from policies.stats import BinaryStats, MeanStats
-from policies.thompson import (
+from policies.bandits.arm_stats import discount_stats, fold_stats
+from policies.bandits.registry import make_policy
+from policies.sufficient import BinaryStats, MeanStats
+from policies.bandits.thompson import (
     BetaPosterior,
     BetaPrior,
     NormalInverseGammaPrior,

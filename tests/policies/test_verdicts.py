@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.srm import SrmResult
-from policies.verdicts import (
+from policies.stats.srm import SrmResult
+from policies.stats.verdicts import (
     VariantOutcome,
     VerdictStatus,
     ab_test_verdict,

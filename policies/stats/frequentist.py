@@ -21,8 +21,8 @@ from scipy import stats as sps
 from statsmodels.stats.oneway import anova_generic
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
-from policies.effects import Interval, absolute_difference, mean_effect
-from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.stats.effects import Interval, absolute_difference, mean_effect
+from policies.sufficient import ArmStats, BinaryStats, MeanStats
 
 TestMethod = Literal["z_test", "fisher_exact", "welch_t_test", "chi_square", "welch_anova", "msprt"]
 

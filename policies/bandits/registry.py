@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.stats import ArmStats
+from policies.sufficient import ArmStats
 
 
 class Policy(Protocol):

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.bandit import Metric, arm_sums, check_metric
-from policies.registry import register_policy
-from policies.stats import ArmStats
+from policies.bandits.arm_stats import Metric, arm_sums, check_metric
+from policies.bandits.registry import register_policy
+from policies.sufficient import ArmStats
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The verdict of an experiment from its adjusted p-values or posteriors.
 
-The rules are listed in the `policies.analysis` module docstring (rule numbers below refer
+The rules are listed in the `policies.stats.analysis` module docstring (rule numbers below refer
 to it); `analyze` checks insufficient data first and calls these for the rest.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from policies.corrections import Correction
-from policies.srm import SrmResult
+from policies.stats.corrections import Correction
+from policies.stats.srm import SrmResult
 
 VerdictStatus = Literal["winner", "keep_running", "no_difference", "srm_invalid", "insufficient_data"]
 

@@ -5,7 +5,7 @@ Inputs are logged decisions (unit, arm, converted, segment) and the arms' descri
 
 - history: the arms the unit converted on (0/1, implicit feedback; units x arms, sparse);
 - segment: the unit's segment's conversion rate per arm, shrunk towards the arm's pooled
-  rate by empirical Bayes (`policies.shrinkage`) and divided by its largest entry. Rates are
+  rate by empirical Bayes (`policies.targeting.shrinkage`) and divided by its largest entry. Rates are
   conversions over *exposures*: a bandit shows its favourite arm far more often, so raw
   conversion counts would mostly echo the allocation (exposure bias; Schnabel et al. 2016,
   "Recommendations as treatments"). A unit's profile is its history plus its segment's
@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse.linalg import svds
 
-from policies.shrinkage import shrunk_means
+from policies.targeting.shrinkage import shrunk_means
 
 FloatArray = NDArray[np.float64]
 Method = Literal["item_cf", "content", "svd", "hybrid"]

@@ -19,8 +19,8 @@ from functools import lru_cache
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from policies.bandit import Metric as MetricType
-from policies.corrections import Correction, check_correction
+from policies.bandits.arm_stats import Metric as MetricType
+from policies.stats.corrections import Correction, check_correction
 
 
 @dataclass(frozen=True, slots=True)

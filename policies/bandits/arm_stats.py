@@ -23,7 +23,7 @@ from typing import Literal, TypeVar, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.stats import ArmStats, BinaryStats, MeanStats
+from policies.sufficient import ArmStats, BinaryStats, MeanStats
 
 Metric = Literal["binary", "revenue"]
 METRICS: tuple[Metric, ...] = get_args(Metric)

@@ -4,7 +4,7 @@ The simulator mirrors the engine: the policy's weights are refreshed every `upda
 decisions from the per-arm sums seen so far, and every decision in between is drawn from
 those cached weights (vectorised per block). Policies that forget (an attribute `discount`
 or `window`, as on `ThompsonSampling`) get discounted sums, folded once per refresh, or the
-sums of their last `window` decisions (see `policies.bandit`).
+sums of their last `window` decisions (see `policies.bandits.arm_stats`).
 
 Outcomes come from a separate random stream, drawn as potential outcomes for every arm in
 fixed-size chunks (`potential_outcomes`): two policies simulated with the same seed face the
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.bandit import Metric, stats_from_sums
-from policies.choice import draw_arms
-from policies.registry import Policy
-from policies.stats import ArmStats
-from policies.thompson import ThompsonSampling
+from policies.bandits.arm_stats import Metric, stats_from_sums
+from policies.bandits.choice import draw_arms
+from policies.bandits.registry import Policy
+from policies.sufficient import ArmStats
+from policies.bandits.thompson import ThompsonSampling
 
 FloatArray = NDArray[np.float64]
 

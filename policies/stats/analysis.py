@@ -5,10 +5,10 @@ the statistical part of the report JSON. Fields that do not apply are None, neve
 
 A/B tests compare every variant with the control: the z-test (Fisher's exact test for small
 expected counts) or Welch's t-test at a fixed horizon, or the mSPRT's always-valid p-values
-in sequential mode (`policies.sequential`); p-values adjusted across the variants with the
+in sequential mode (`policies.stats.sequential`); p-values adjusted across the variants with the
 configured correction; Wilson / t intervals for rates; delta-method intervals for the relative
 lift (always-valid in sequential mode); a chi-square / Welch-ANOVA omnibus test; the planned
-sample (`policies.planning`) and a sample-ratio-mismatch check. The Bayesian columns
+sample (`policies.stats.planning`) and a sample-ratio-mismatch check. The Bayesian columns
 (`prob_beat_control`, `prob_best`, `expected_loss`) sit beside them. Bandits are read the
 Bayesian way only: posterior mean as the rate, credible interval, posterior lift, no p-values.
 
@@ -49,11 +49,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from policies.bandit import check_metric, normalise_stats
-from policies.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
-from policies.corrections import Correction, adjust_p_values, check_correction
-from policies.effects import Interval, absolute_difference, normal_interval, relative_lift
-from policies.frequentist import (
+from policies.bandits.arm_stats import check_metric, normalise_stats
+from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
+from policies.stats.corrections import Correction, adjust_p_values, check_correction
+from policies.stats.effects import Interval, absolute_difference, normal_interval, relative_lift
+from policies.stats.frequentist import (
     TestResult,
     difference_interval,
     omnibus_test,
@@ -61,17 +61,17 @@ from policies.frequentist import (
     two_proportion_test,
     welch_test,
 )
-from policies.planning import (
+from policies.stats.planning import (
     MetricType,
     SampleSizePlan,
     absolute_mde,
     plan_binary_sample_size,
     plan_mean_sample_size,
 )
-from policies.sequential import always_valid_interval, msprt_test
-from policies.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
-from policies.stats import ArmStats, BinaryStats, MeanStats
-from policies.verdicts import (
+from policies.stats.sequential import always_valid_interval, msprt_test
+from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
+from policies.sufficient import ArmStats, BinaryStats, MeanStats
+from policies.stats.verdicts import (
     VariantOutcome,
     Verdict,
     ab_test_verdict,
@@ -247,7 +247,7 @@ def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: An
     """Test, difference interval and lift interval of one variant against the control."""
     lift = relative_lift(treatment, control)
     if config.sequential:
-        # tau is the MDE on each effect's own scale (see policies.sequential).
+        # tau is the MDE on each effect's own scale (see policies.stats.sequential).
         tau_diff = absolute_mde(baseline, config.mde, relative=config.mde_relative)
         tau_lift = config.mde if config.mde_relative else config.mde / baseline
         diff = absolute_difference(treatment, control)

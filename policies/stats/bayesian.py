@@ -22,10 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-from policies.bandit import arm_sums
-from policies.effects import Interval, mean_effect
-from policies.stats import ArmStats, BinaryStats
-from policies.thompson import BetaPrior
+from policies.bandits.arm_stats import arm_sums
+from policies.stats.effects import Interval, mean_effect
+from policies.sufficient import ArmStats, BinaryStats
+from policies.bandits.thompson import BetaPrior
 
 DEFAULT_DRAWS = 20_000
 

@@ -36,7 +36,7 @@ from typing import Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.choice import draw_per_unit
+from policies.bandits.choice import draw_per_unit
 
 FloatArray = NDArray[np.float64]
 Estimator = Literal["replay", "ips", "snips", "dr"]

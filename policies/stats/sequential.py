@@ -19,7 +19,7 @@ P(sup_n Lambda_n >= 1/alpha) <= alpha under the null, so
 
 Choice of tau: the mixture spends its power near effects of size tau (the paper's advice is
 to match tau to the effects one expects), so callers pass the minimum detectable effect on the
-same scale as the estimate: `policies.analysis` uses the absolute MDE at the planning baseline
+same scale as the estimate: `policies.stats.analysis` uses the absolute MDE at the planning baseline
 for differences and the relative MDE for lifts. V (and the baseline, when none is configured)
 are plug-in estimates, so the guarantee is asymptotic; the peeking simulation in
 tests/policies checks it at realistic sample sizes.
@@ -32,8 +32,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policies.effects import Effect, Interval
-from policies.frequentist import TestResult
+from policies.stats.effects import Effect, Interval
+from policies.stats.frequentist import TestResult
 
 
 def _check_tau_sq(tau_sq: ArrayLike) -> NDArray[np.float64]:

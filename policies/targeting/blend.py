@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.choice import choose_arm, eligible_weights_per_unit
+from policies.bandits.choice import choose_arm, eligible_weights_per_unit
 
 FloatArray = NDArray[np.float64]
 

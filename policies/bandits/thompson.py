@@ -27,9 +27,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from policies.bandit import Metric, arm_sums, check_discount, check_metric
-from policies.registry import register_policy
-from policies.stats import ArmStats
+from policies.bandits.arm_stats import Metric, arm_sums, check_discount, check_metric
+from policies.bandits.registry import register_policy
+from policies.sufficient import ArmStats
 
 FloatArray = NDArray[np.float64]
 
@@ -291,7 +291,7 @@ class ThompsonSampling:
 
     `top_two` switches to top-two Thompson sampling with that leader probability (Russo 2016;
     0.5 is the usual choice) for best-arm identification rather than reward. `discount` and
-    `window` declare forgetful sums for drifting campaigns (see `policies.bandit`): the policy
+    `window` declare forgetful sums for drifting campaigns (see `policies.bandits.arm_stats`): the policy
     itself only reads the stats it is given, the engine or simulator prepares them.
     """
 

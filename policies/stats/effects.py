@@ -2,7 +2,7 @@
 
 An `Effect` is an estimate with its (estimated) variance. The fixed-horizon report turns it
 into a normal confidence interval (`normal_interval`); sequential mode turns the same effect
-into an always-valid interval (`policies.sequential.always_valid_interval`).
+into an always-valid interval (`policies.stats.sequential.always_valid_interval`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-from policies.stats import ArmStats, BinaryStats
+from policies.sufficient import ArmStats, BinaryStats
 
 
 @dataclass(frozen=True, slots=True)

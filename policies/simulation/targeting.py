@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.bandit import stats_from_sums
-from policies.choice import draw_per_unit, eligible_weights_per_unit
-from policies.population import Population, one_hot
-from policies.recommender import Interactions, RecommenderConfig, fit_recommender
-from policies.registry import Policy
-from policies.segments import fit_segments
-from policies.targeting import blend_per_unit, check_strength, check_temperature
+from policies.bandits.arm_stats import stats_from_sums
+from policies.bandits.choice import draw_per_unit, eligible_weights_per_unit
+from policies.simulation.population import Population, one_hot
+from policies.targeting.recommender import Interactions, RecommenderConfig, fit_recommender
+from policies.bandits.registry import Policy
+from policies.targeting.segments import fit_segments
+from policies.targeting.blend import blend_per_unit, check_strength, check_temperature
 
 
 @dataclass(frozen=True)

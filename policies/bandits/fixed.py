@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.registry import register_policy
-from policies.stats import ArmStats
+from policies.bandits.registry import register_policy
+from policies.sufficient import ArmStats
 
 
 @dataclass(frozen=True)

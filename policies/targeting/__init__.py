@@ -1,0 +1,7 @@
+"""Targeting: which campaign is most likely to convert this unit, and what that is worth.
+
+`segments` clusters units by context (k-means), `shrinkage` pools sparse segment rates
+(empirical Bayes), `recommender` scores arms per unit (item-based CF, content TF-IDF,
+truncated SVD, hybrid), `blend` tilts the bandit's weights towards the unit's ranking, and
+`ope` estimates a policy's value from logged decisions (IPS, SNIPS, doubly robust).
+"""
