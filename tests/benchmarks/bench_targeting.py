@@ -207,9 +207,9 @@ def measure_refit(config: Config) -> list[Row]:
                          converted=bool(converted[i]), value=float(converted[i]),
                          context_json=json.dumps(contexts[i]))
                     for i in range(lo, min(lo + 50_000, n))])
-        live = engine._get_live(spec.key)
+        live = engine.snapshot.get(spec.key)
         start = time.perf_counter()
-        engine._refit_targeting(live)
+        engine.upkeep.refit_targeting(live)
         engine_seconds = time.perf_counter() - start
     note = f"{n:,} rows, {n // 5:,} units, {len(keys)} arms, 9 context combinations, hybrid, k=6"
     return [Row(f"refit, {n:,} rows: fit from memory", fit_seconds, "s", note=note),

@@ -201,7 +201,7 @@ def test_a_full_buffer_makes_decisions_wait_for_the_write(sqlite_url: str, tmp_p
         e.start_background(interval=3600)
         for i in range(250):
             e.decide("landing", f"u{i}")
-            assert len(e._buffer) < 100
+            assert len(e.writer.buffer) < 100
         assert e.store.counts()["decisions"] >= 150
 
 

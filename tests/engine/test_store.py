@@ -117,7 +117,7 @@ def test_ingest_killed_mid_file_then_rerun_loses_and_doubles_nothing(engine: Eng
 def test_replayed_exposures_are_stored_once(engine: Engine) -> None:
     # A spool replay may carry exposures already stored, and one id more than once.
     decisions = engine.decide_many("landing", [f"u{i}" for i in range(50)])
-    batch = list(engine._buffer)
+    batch = list(engine.writer.buffer)
     engine.flush()
     assert engine.store.log_exposures(batch[:20] + batch[:5]) == 0
     assert engine.store.log_exposures(batch[:10]) == 0

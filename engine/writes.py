@@ -1,0 +1,121 @@
+"""The exposure write buffer and its fallback, the spool.
+
+Decisions append their exposures to an in-memory buffer written in batches (one
+transaction each). While the store is unreachable a batch goes to the local spool, which is
+drained back into the store, idempotently, once it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from engine.config import EngineConfig
+from engine.db import is_unavailable
+from engine.events import parse_event
+from engine.health import StoreHealth
+from engine.spool import Spool, SpoolFullError
+from engine.store import Exposure, Store, StoredExperiment
+
+log = logging.getLogger("crosspromo")
+
+INGEST_CHUNK = 500
+SPOOL_WAIT_FOR_EXPOSURE = 600.0  # seconds a spooled conversion waits for its exposure to arrive
+
+
+class ExposureWriter:
+    def __init__(self, store: Store, config: EngineConfig, health: StoreHealth, spool: Spool | None,
+                 clock: Callable[[], float], lock: threading.RLock) -> None:
+        self.store = store
+        self.config = config
+        self.health = health
+        self.spool = spool
+        self.buffer: list[Exposure] = []
+        self._clock = clock
+        self._lock = lock
+        self._flush_lock = threading.Lock()
+        self._last_flush = clock()
+
+    def append(self, exposures: list[Exposure], background: bool) -> bool:
+        """Buffer `exposures` (under the engine's lock); True if the buffer is due for a flush:
+        full, or — without a background thread to flush it — past its batch size or age."""
+        self.buffer += exposures
+        return len(self.buffer) >= self.config.exposure_max_buffered or not background and (
+            len(self.buffer) >= self.config.exposure_batch_size
+            or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
+
+    def flush(self) -> int:
+        """Write buffered exposures; returns how many were written (0 if they went to the spool).
+
+        One flush at a time: a caller that needs the buffer in the store (a conversion about to
+        name a decision) waits for a flush already under way instead of finding the buffer empty.
+        """
+        with self._flush_lock:
+            with self._lock:
+                batch, self.buffer = self.buffer, []
+                self._last_flush = self._clock()
+            if not batch:
+                return 0
+            try:
+                written = self.store.log_exposures(batch)
+            except Exception as exc:
+                if self.spool is None or not is_unavailable(exc):
+                    self._requeue(batch)
+                    raise
+                self.health.failed(exc, "logging exposures")
+                try:
+                    self.spool.append([{"kind": "exposure", **_exposure_record(e)} for e in batch])
+                except SpoolFullError:
+                    self._requeue(batch)
+                    raise
+                return 0
+            self.health.ok()
+            return written
+
+    def _requeue(self, batch: list[Exposure]) -> None:
+        with self._lock:
+            self.buffer = batch + self.buffer  # kept for the next flush
+
+    def drain_spool(self, experiments: Callable[[], dict[str, StoredExperiment]]) -> int:
+        """Write what the spool holds into the store (idempotently); returns how many records.
+        `experiments` gives the freshest experiments: an adopted spool may name any."""
+        if self.spool is None:
+            return 0
+        return self.spool.drain(lambda records: self._replay(records, experiments))
+
+    def _replay(self, records: list[dict[str, Any]],
+                experiments: Callable[[], dict[str, StoredExperiment]]) -> list[dict[str, Any]]:
+        """Write spooled records; returns the conversions to keep for later.
+
+        Another replica may still hold the exposure a conversion names in its own spool, so
+        such conversions wait (up to SPOOL_WAIT_FOR_EXPOSURE) instead of being dropped.
+        """
+        exposures = [_exposure_from_record(r) for r in records if r["kind"] == "exposure"]
+        self.store.log_exposures(exposures)
+        events = [(i, parse_event(r["event"])) for i, r in enumerate(records) if r["kind"] == "event"]
+        known = experiments()
+        keep = []
+        now = time.time()
+        for start in range(0, len(events), INGEST_CHUNK):
+            outcome = self.store.apply_events(events[start:start + INGEST_CHUNK], known)
+            for index, reason in outcome.rejected:
+                record = records[index]
+                if index in outcome.missing and now - record["spooled_at"] < SPOOL_WAIT_FOR_EXPOSURE:
+                    keep.append(record)
+                else:
+                    log.warning("spooled event %s rejected on replay: %s", record["event"].get("event_id"), reason)
+        return keep
+
+
+def _exposure_record(e: Exposure) -> dict[str, Any]:
+    return {f: (v.isoformat() if isinstance(v, datetime) else v) for f, v in e._asdict().items()}
+
+
+def _exposure_from_record(r: dict[str, Any]) -> Exposure:
+    values = {k: v for k, v in r.items() if k != "kind"}
+    values["ts"] = datetime.fromisoformat(values["ts"])
+    return Exposure(**values)
