@@ -45,10 +45,10 @@ from engine.store import Store
 from engine.targeting import HistoryRow, fit_targeting
 from policies.bandits.arm_stats import stats_from_sums
 from policies.bandits.choice import eligible_weights_per_unit
-from policies.targeting.ope import ESTIMATORS, LoggedData, PolicyValue, evaluate_policies, is_uniform_logging
-from policies.targeting.shrinkage import shrunk_means
 from policies.sufficient import ArmStats
 from policies.targeting.blend import blend_per_unit
+from policies.targeting.ope import ESTIMATORS, LoggedData, PolicyValue, evaluate_policies, is_uniform_logging
+from policies.targeting.shrinkage import shrunk_means
 
 REQUIRED = ("arm", "reward", "propensity")
 OPTIONAL = ("unit", "timestamp")

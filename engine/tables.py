@@ -102,3 +102,11 @@ class AssignmentRow(SQLModel, table=True):
     arm: str = Field(max_length=128)
     propensity: float
     ts: datetime
+
+
+EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
+VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
+ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
+DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
+EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]

@@ -28,8 +28,8 @@ from numpy.typing import NDArray
 from policies.bandits.arm_stats import Metric, stats_from_sums
 from policies.bandits.choice import draw_arms
 from policies.bandits.registry import Policy
-from policies.sufficient import ArmStats
 from policies.bandits.thompson import ThompsonSampling
+from policies.sufficient import ArmStats
 
 FloatArray = NDArray[np.float64]
 

@@ -19,11 +19,11 @@ from numpy.typing import NDArray
 
 from policies.bandits.arm_stats import stats_from_sums
 from policies.bandits.choice import draw_per_unit, eligible_weights_per_unit
-from policies.simulation.population import Population, one_hot
-from policies.targeting.recommender import Interactions, RecommenderConfig, fit_recommender
 from policies.bandits.registry import Policy
-from policies.targeting.segments import fit_segments
+from policies.simulation.population import Population, one_hot
 from policies.targeting.blend import blend_per_unit, check_strength, check_temperature
+from policies.targeting.recommender import Interactions, RecommenderConfig, fit_recommender
+from policies.targeting.segments import fit_segments
 
 
 @dataclass(frozen=True)

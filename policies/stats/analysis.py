@@ -70,7 +70,6 @@ from policies.stats.planning import (
 )
 from policies.stats.sequential import always_valid_interval, msprt_test
 from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
-from policies.sufficient import ArmStats, BinaryStats, MeanStats
 from policies.stats.verdicts import (
     VariantOutcome,
     Verdict,
@@ -78,6 +77,7 @@ from policies.stats.verdicts import (
     bandit_verdict,
     srm_verdict,
 )
+from policies.sufficient import ArmStats, BinaryStats, MeanStats
 
 ExperimentKind = Literal["ab_test", "bandit"]
 

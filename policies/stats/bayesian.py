@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from policies.bandits.arm_stats import arm_sums
+from policies.bandits.thompson import BetaPrior
 from policies.stats.effects import Interval, mean_effect
 from policies.sufficient import ArmStats, BinaryStats
-from policies.bandits.thompson import BetaPrior
 
 DEFAULT_DRAWS = 20_000
 

@@ -1,0 +1,154 @@
+"""The store: versioned experiments, logged exposures, idempotent events and per-arm aggregates.
+
+`Store` is the one door to the database; what it stores lives in a module each:
+`experiments` (declarations and the plan of a change), `decisions` (exposures and sticky
+assignments), `outcomes` (events) and `aggregates` (the per-arm counters). Aggregates change
+only in the transaction that writes the rows they summarise, so a crash at any point leaves
+them equal to what a recount of the raw rows would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import numpy as np
+from sqlalchemy import Connection, Row, func, inspect, select, text
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import DBAPIError
+
+from engine.db import create_engine, read, write
+from engine.events import Event
+from engine.spec import ExperimentSpec
+from engine.store.aggregates import ArmAggregate, read_aggregates
+from engine.store.decisions import Exposure, claim_assignment, history_query, insert_exposures, log_query, recent_sums
+from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
+from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
+from engine.tables import DECISIONS, EVENTS, EXPERIMENTS
+
+__all__ = [
+    "ArmAggregate", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment", "check_event",
+    "imported_decision_id",
+]
+
+T = TypeVar("T")
+# PostgreSQL's deadlock_detected, serialization_failure and unique_violation (another writer
+# inserted the same event_id first; the rerun sees it as a duplicate): the transaction runs again.
+RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+
+DEADLOCK_RETRIES = 5
+
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sa: SAEngine = create_engine(url)
+        _add_missing_columns(self.sa)
+
+    def close(self) -> None:
+        self.sa.dispose()
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        with read(self.sa) as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    # -- experiments ------------------------------------------------------------------
+
+    def experiments(self) -> dict[str, StoredExperiment]:
+        with read(self.sa) as conn:
+            return load_experiments(conn)
+
+    def apply(self, specs: Sequence[ExperimentSpec], dry_run: bool = False) -> list[PlanItem]:
+        """Plan every spec and, unless `dry_run` or a change is refused, write them all: one
+        transaction, so a set of declarations is applied whole or not at all."""
+        with write(self.sa) as conn:
+            items = [plan_experiment(conn, spec) for spec in specs]
+            if dry_run or any(item.action == "refused" for item in items):
+                return items
+            for spec, item in zip(specs, items, strict=True):
+                if item.action in ("create", "update"):
+                    write_experiment(conn, spec, item.version or 1, is_new=item.action == "create")
+            return items
+
+    # -- aggregates --------------------------------------------------------------------
+
+    def arm_aggregates(self, key: str, phase: int, arms: Sequence[str]) -> list[ArmAggregate]:
+        """Aggregates in the order of `arms` (zeros for an arm with no row yet)."""
+        with read(self.sa) as conn:
+            return read_aggregates(conn, key, phase, arms)
+
+    def recent_sums(self, key: str, phase: int, arms: Sequence[str], limit: int, bucket: int) -> np.ndarray:
+        """Sums over the most recent exposures by arm and age bucket (`decisions.recent_sums`)."""
+        with read(self.sa) as conn:
+            return recent_sums(conn, key, phase, arms, limit, bucket)
+
+    # -- decisions and events ------------------------------------------------------------
+
+    def claim_assignment(self, key: str, phase: int, unit: str, arm: str, propensity: float) -> tuple[str, float]:
+        """The unit's sticky arm: `arm` unless another decision (on any replica) stored one first."""
+        with write(self.sa) as conn:
+            return claim_assignment(conn, key, phase, unit, arm, propensity)
+
+    def log_exposures(self, exposures: Sequence[Exposure]) -> int:
+        """Write buffered exposures and their counts in one transaction; returns how many were new."""
+        if not exposures:
+            return 0
+        return self._transaction(lambda conn: insert_exposures(conn, exposures))
+
+    def apply_events(self, events: Sequence[tuple[int, Event]],
+                     experiments: dict[str, StoredExperiment]) -> EventOutcome:
+        """Apply validated events in one transaction, with a few bulk statements per chunk. Each
+        is accepted, a duplicate (its `event_id` was seen before, in the store or earlier in the
+        chunk: nothing changes) or rejected with its index and reason."""
+        return self._transaction(lambda conn: EventBatch(conn, experiments).apply(events))
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one write transaction, again if the database chose it as a deadlock victim."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                with write(self.sa) as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) not in RETRY_SQLSTATES or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- decision history (targeting, export) --------------------------------------------
+
+    def decision_history(self, key: str, phase: int) -> list[Row]:
+        """(unit, arm, converted, context_json) of every logged decision of the phase: the
+        recommender's training data, read in one query on the refit cadence."""
+        with read(self.sa) as conn:
+            return list(conn.execute(history_query(key, phase)).all())
+
+    def decision_log(self, key: str, phase: int) -> Iterator[Row]:
+        """Decisions with a propensity, oldest first (`decisions.log_query`). Streamed, for
+        exports of any size."""
+        with read(self.sa) as conn:
+            yield from conn.execution_options(yield_per=5000).execute(log_query(key, phase))
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for summaries and tests)."""
+        with read(self.sa) as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (EXPERIMENTS, DECISIONS, EVENTS)
+            }
+
+
+def _add_missing_columns(sa: SAEngine) -> None:
+    """Add columns introduced after a store was created (portable `ALTER TABLE ... ADD COLUMN`)."""
+    def present() -> bool:
+        return "context_json" in {c["name"] for c in inspect(sa).get_columns(DECISIONS.name)}
+
+    if present():
+        return
+    try:
+        with write(sa) as conn:
+            conn.execute(text(f"ALTER TABLE {DECISIONS.name} ADD COLUMN context_json TEXT"))
+    except Exception:
+        if not present():  # another process may have added it first
+            raise
+
