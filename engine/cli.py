@@ -381,6 +381,25 @@ def evaluate(
     err.print(f"{result.rows:,} rows evaluated, {result.skipped:,} skipped", markup=False)
 
 
+@app.command()
+def quarantine(
+    fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows, oldest first.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Rows the database refused (poison rows), kept aside instead of lost: their kind, the
+    database's reason and the row as JSON."""
+    with errors(), Engine.open(db) as engine:
+        rows = engine.store.quarantined(limit)
+    if fmt is DecideFormat.JSON:
+        print_json(rows)
+        return
+    for row in rows:
+        out.print(f"{row['id']}\t{row['ts']}\t{row['kind']}\t{row['reason']}\t"
+                  f"{json.dumps(row['record'], separators=(',', ':'))}", markup=False)
+    err.print(f"{len(rows)} quarantined row(s)", markup=False)
+
+
 @app.command("export-log")
 def export_log_command(
     experiment: Annotated[str, typer.Argument(help="Experiment key.")],

@@ -24,6 +24,7 @@ from engine.health import StoreHealth
 from engine.snapshot import Live
 from engine.spec import Kind, Status
 from engine.store import Exposure, Store
+from engine.text import check_context, check_text
 from engine.upkeep import Upkeep
 from engine.writes import ExposureWriter
 from policies.bandits.choice import (
@@ -42,6 +43,7 @@ STICKY_CACHE_SIZE = 100_000
 def check_unit(unit: str) -> None:
     if not 0 < len(unit) <= MAX_UNIT_LENGTH:
         raise ValueError(f"unit: must be 1 to {MAX_UNIT_LENGTH} characters long")
+    check_text("unit", unit)
 
 
 class Decider:
@@ -70,8 +72,10 @@ class Decider:
     def _decide_batch(self, live: Live, units: list[str], contexts: list[Mapping[str, Any]]) -> list[Decision]:
         """`decide` for many units of a running A/B test or plain bandit, vectorised."""
         spec = live.spec
-        for unit in units:
+        for unit, context in zip(units, contexts, strict=True):
             check_unit(unit)
+            if context:
+                check_context(context)
         b = buckets(spec.seed, units)
         masks = [live.eligible(c) for c in contexts]
         if spec.kind is Kind.AB_TEST:
@@ -114,6 +118,8 @@ class Decider:
     def decide(self, live: Live, unit: str, context: Mapping[str, Any]) -> Decision:
         spec = live.spec
         check_unit(unit)
+        if context:
+            check_context(context)
         mask = live.eligible(context)
         if spec.status in (Status.PAUSED, Status.STOPPED, Status.CONCLUDED):
             return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None, mask)

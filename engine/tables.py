@@ -104,9 +104,23 @@ class AssignmentRow(SQLModel, table=True):
     ts: datetime
 
 
+class QuarantineRow(SQLModel, table=True):
+    """A row the database refused (a poison row): kept, escaped as JSON text, for the operator
+    to read back (`crosspromo quarantine`) instead of being retried forever or lost."""
+
+    __tablename__ = "quarantine"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    record_json: str = Field(sa_column=Column(Text, nullable=False))
+    ts: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
 DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
+QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]

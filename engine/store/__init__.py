@@ -10,7 +10,7 @@ them equal to what a recount of the raw rows would give.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Connection, Row, func, inspect, select, text
@@ -24,7 +24,8 @@ from engine.store.aggregates import ArmAggregate, read_aggregates
 from engine.store.decisions import Exposure, claim_assignment, history_query, insert_exposures, log_query, recent_sums
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
-from engine.tables import DECISIONS, EVENTS, EXPERIMENTS
+from engine.store.quarantine import quarantine, read_quarantine, write_isolating
+from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
     "ArmAggregate", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment", "check_event",
@@ -92,17 +93,40 @@ class Store:
             return claim_assignment(conn, key, phase, unit, arm, propensity)
 
     def log_exposures(self, exposures: Sequence[Exposure]) -> int:
-        """Write buffered exposures and their counts in one transaction; returns how many were new."""
+        """Write buffered exposures and their counts in one transaction; returns how many were new.
+        Rows the database refuses are quarantined and the rest written (`quarantine`)."""
         if not exposures:
             return 0
-        return self._transaction(lambda conn: insert_exposures(conn, exposures))
+
+        def refused(exposure: Exposure, reason: str) -> int:
+            self._quarantine("exposure", reason, exposure._asdict())
+            return 0
+
+        return write_isolating(exposures, lambda part: self._transaction(lambda conn: insert_exposures(conn, part)),
+                               lambda left, right, _: left + right, refused)
 
     def apply_events(self, events: Sequence[tuple[int, Event]],
                      experiments: dict[str, StoredExperiment]) -> EventOutcome:
         """Apply validated events in one transaction, with a few bulk statements per chunk. Each
         is accepted, a duplicate (its `event_id` was seen before, in the store or earlier in the
-        chunk: nothing changes) or rejected with its index and reason."""
-        return self._transaction(lambda conn: EventBatch(conn, experiments).apply(events))
+        chunk: nothing changes) or rejected with its index and reason; an event the database
+        refuses is quarantined and rejected, and the rest of the chunk applied."""
+        def refused(item: tuple[int, Event], reason: str) -> EventOutcome:
+            self._quarantine("event", reason, item[1].model_dump(mode="json"))
+            return EventOutcome(rejected=[(item[0], f"the database refused it (quarantined): {reason}")])
+
+        return write_isolating(events, lambda part: self._transaction(lambda conn: EventBatch(conn, experiments)
+                                                                      .apply(part)),
+                               lambda left, right, _: left.merged(right), refused)
+
+    def _quarantine(self, kind: str, reason: str, record: dict[str, Any]) -> None:
+        with write(self.sa) as conn:
+            quarantine(conn, kind, reason, record)
+
+    def quarantined(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows the database refused, oldest first: {id, kind, reason, record, ts}."""
+        with read(self.sa) as conn:
+            return read_quarantine(conn, limit)
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one write transaction, again if the database chose it as a deadlock victim."""
@@ -134,7 +158,7 @@ class Store:
         with read(self.sa) as conn:
             return {
                 t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in (EXPERIMENTS, DECISIONS, EVENTS)
+                for t in (EXPERIMENTS, DECISIONS, EVENTS, QUARANTINE)
             }
 
 

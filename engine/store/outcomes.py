@@ -64,6 +64,11 @@ class EventOutcome:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     missing: set[int] = field(default_factory=set)
 
+    def merged(self, other: EventOutcome) -> EventOutcome:
+        """The outcome of two parts of one chunk (indexes are the chunk's own, never shifted)."""
+        return EventOutcome(self.accepted + other.accepted, self.duplicates + other.duplicates,
+                            self.rejected + other.rejected, self.missing | other.missing)
+
 
 
 class _EventRow(NamedTuple):

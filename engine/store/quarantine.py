@@ -1,0 +1,76 @@
+"""Poison rows: rows the database refuses, isolated from their batch and kept aside.
+
+A batch the database refuses for one of its rows (PostgreSQL refuses NUL in text, a value
+out of a column's range, text that is not valid Unicode; or any error but an outage) is split in halves until the
+refused rows stand alone; the good rows are written and each refused one goes to the
+`quarantine` table, escaped as ASCII JSON so that no byte of it can be refused again. An
+unreachable store is not a poison row: that error is raised for the caller's outage path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, select
+
+from engine.db import is_unavailable
+from engine.events import utcnow
+from engine.tables import QUARANTINE
+
+log = logging.getLogger("crosspromo")
+
+T = TypeVar("T")
+R = TypeVar("R")
+MAX_REASON = 500
+
+
+def is_refused_row(exc: BaseException) -> bool:
+    """Whether `exc` stands for rows that cannot be written (the database or its driver refused
+    a value, or any other error of the write itself), as opposed to an outage, which is retried.
+    Anything but an outage counts: a batch that can never be written must not jam the buffer."""
+    return isinstance(exc, Exception) and not is_unavailable(exc)
+
+
+def refusal(exc: BaseException) -> str:
+    """The first line of the driver's reason, without SQL or bound values."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"{type(orig).__name__}: {text}"[:MAX_REASON]
+
+
+def write_isolating(items: Sequence[T], write: Callable[[Sequence[T]], R], merge: Callable[[R, R, int], R],
+                    refused: Callable[[T, str], R]) -> R:
+    """`write(items)`; if the database refuses a row, the halves are written on their own,
+    down to single rows, and `refused(item, reason)` stands for each row it refuses.
+    `merge(left, right, offset)` joins the results of two halves (`offset` = len(left half))."""
+    try:
+        return write(items)
+    except Exception as exc:
+        if not is_refused_row(exc):
+            raise
+        if len(items) == 1:
+            return refused(items[0], refusal(exc))
+    mid = len(items) // 2
+    left = write_isolating(items[:mid], write, merge, refused)
+    return merge(left, write_isolating(items[mid:], write, merge, refused), mid)
+
+
+def quarantine(conn: Connection, kind: str, reason: str, record: dict[str, Any]) -> None:
+    text = json.dumps(record, ensure_ascii=True, default=_plain, separators=(",", ":"))
+    conn.execute(QUARANTINE.insert().values(kind=kind, reason=reason, record_json=text, ts=utcnow()))
+    log.error("quarantined a %s row the database refused: %s", kind, reason)
+
+
+def read_quarantine(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    q = QUARANTINE.c
+    rows = conn.execute(select(q.id, q.kind, q.reason, q.record_json, q.ts).order_by(q.id).limit(limit)).all()
+    return [{"id": r.id, "kind": r.kind, "reason": r.reason, "record": json.loads(r.record_json),
+             "ts": r.ts.isoformat()} for r in rows]
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

@@ -1,0 +1,83 @@
+"""Poison rows: refused at the edge, and quarantined at write time when they slip through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.api import Engine
+from engine.cli import app
+from engine.events import Event, parse_event
+from engine.text import BadTextError
+
+POISON_UNITS = {"sqlite": ["bad\udcff"], "postgres": ["evil\x00", "bad\udcff"]}
+
+
+def _backend(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+@pytest.mark.parametrize("unit", ["evil\x00", "u\udcff"])
+def test_units_no_store_can_hold_are_refused_before_anything_is_logged(engine: Engine, unit: str) -> None:
+    with pytest.raises(BadTextError, match="^unit: "):
+        engine.decide("landing", unit)
+    with pytest.raises(BadTextError, match=r"^unit: "):
+        engine.decide_many("landing", ["ok", unit])
+    with pytest.raises(BadTextError, match=r"^context\.plan: "):
+        engine.decide("landing", "ok", {"plan": unit})
+    assert engine.writer.buffer == [] and engine.flush() == 0
+
+
+def _buffer_with_poison(engine: Engine, poison: str, name: str) -> None:
+    """Nine decisions in the buffer, and a tenth row no edge check saw (as if from an old client)."""
+    for i in range(9):
+        engine.decide("landing", f"{name}-u{i}")
+    good = engine.writer.buffer
+    engine.writer.buffer = [*good[:4], good[4]._replace(decision_id=name, unit=poison), *good[4:]]
+
+
+def test_a_poison_row_is_quarantined_and_the_rest_written(engine: Engine) -> None:
+    poisons = POISON_UNITS[_backend(engine.store.url)]
+    for n, poison in enumerate(poisons):
+        _buffer_with_poison(engine, poison, f"poison-{n}")
+        assert engine.flush() == 9  # the good rows, in spite of the bad one
+        assert engine.writer.buffer == []  # nothing re-queued: later rows are not blocked
+        engine.decide("landing", f"later-{n}")
+        assert engine.flush() == 1
+    rows = engine.store.quarantined()
+    assert [r["kind"] for r in rows] == ["exposure"] * len(poisons)
+    assert [r["record"]["unit"] for r in rows] == poisons
+    assert [r["record"]["decision_id"] for r in rows] == [f"poison-{n}" for n in range(len(poisons))]
+    _, aggregates = engine.aggregates("landing")
+    assert sum(a.exposures for a in aggregates) == engine.store.counts()["decisions"] == 10 * len(poisons)
+
+
+def test_the_quarantine_command_reads_the_rows_back(engine: Engine) -> None:
+    poison = POISON_UNITS[_backend(engine.store.url)][-1]
+    _buffer_with_poison(engine, poison, "poison")
+    engine.flush()
+    result = CliRunner().invoke(app, ["quarantine", "--format", "json", "--db", engine.store.url])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1 and rows[0]["kind"] == "exposure" and rows[0]["record"]["unit"] == poison
+    assert rows[0]["reason"]
+
+
+def test_an_event_the_database_refuses_is_quarantined_and_its_chunk_applied(engine: Engine) -> None:
+    poison = POISON_UNITS[_backend(engine.store.url)][-1]
+    for i in range(4):
+        engine.decide("landing", f"u{i}")
+    engine.flush()
+    good = [parse_event({"event_id": f"c{i}", "experiment": "landing", "unit": f"u{i}"}) for i in range(4)]
+    # An imported exposure no edge check saw (as if from an old client).
+    bad = Event.model_construct(event_id="x1", type="exposure", experiment="landing", unit=poison, arm="control",
+                                decision_id=None, value=None, ts=None)
+    events = list(enumerate([*good[:2], bad, *good[2:]], start=1))
+    outcome = engine.store.apply_events(events, {k: v.stored for k, v in engine.snapshot.load().items()})
+    assert outcome.accepted == 4 and outcome.duplicates == 0
+    assert [(i, r.split(":")[0]) for i, r in outcome.rejected] == [(3, "the database refused it (quarantined)")]
+    assert [r["record"]["event_id"] for r in engine.store.quarantined()] == ["x1"]
+    _, aggregates = engine.aggregates("landing")
+    assert sum(a.conversions for a in aggregates) == 4
