@@ -2,6 +2,9 @@
 
 `analyze` takes per-arm sufficient statistics and returns an `Analysis` whose `to_dict()` is
 the statistical part of the report JSON. Fields that do not apply are None, never invented.
+Why this module is one piece (about 500 lines): it is the one place where the tests, intervals,
+posteriors and plan of an experiment meet the verdict rules below; the pieces themselves live
+in their own modules, and splitting the assembly would scatter the rules across files.
 
 A/B tests compare every variant with the control: the z-test (Fisher's exact test for small
 expected counts) or Welch's t-test at a fixed horizon, or the mSPRT's always-valid p-values
