@@ -51,9 +51,9 @@ from mabwiser.mab import MAB, LearningPolicy  # noqa: E402
 from policies.bandits.choice import choose_arm, draw_arms, draw_arms_per_unit  # noqa: E402
 from policies.bandits.epsilon_greedy import EpsilonGreedy  # noqa: E402
 from policies.bandits.registry import Policy  # noqa: E402
+from policies.bandits.thompson import ThompsonSampling  # noqa: E402
 from policies.simulation.bandits import Truth, TruthChange, potential_outcomes, simulate, swap_best_worst  # noqa: E402
 from policies.sufficient import BinaryStats  # noqa: E402
-from policies.bandits.thompson import ThompsonSampling  # noqa: E402
 from tests.benchmarks.harness import Row, print_table, run_measurements, versus, write_report  # noqa: E402
 
 ARMS = 10

@@ -45,10 +45,10 @@ from engine.api import Engine  # noqa: E402
 from engine.loader import load_spec  # noqa: E402
 from engine.store import DECISIONS  # noqa: E402
 from engine.targeting import HistoryRow, fit_targeting  # noqa: E402
-from policies.simulation.population import PopulationModel, SegmentProfile, draw_population  # noqa: E402
-from policies.targeting.recommender import METHODS, Interactions, RecommenderConfig, fit_recommender  # noqa: E402
-from policies.simulation.targeting import TargetingSetup, simulate_targeting  # noqa: E402
 from policies.bandits.thompson import ThompsonSampling  # noqa: E402
+from policies.simulation.population import PopulationModel, SegmentProfile, draw_population  # noqa: E402
+from policies.simulation.targeting import TargetingSetup, simulate_targeting  # noqa: E402
+from policies.targeting.recommender import METHODS, Interactions, RecommenderConfig, fit_recommender  # noqa: E402
 from tests.benchmarks.harness import Row, print_table, run_measurements, write_report  # noqa: E402
 
 PARTNERS = ("art-training", "art-collection", "music", "education")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.simulation.population import PopulationModel, SegmentProfile, draw_population, one_hot
-from policies.targeting.recommender import RecommenderConfig
-from policies.simulation.targeting import TargetingSetup, simulate_targeting
 from policies.bandits.thompson import ThompsonSampling
+from policies.simulation.population import PopulationModel, SegmentProfile, draw_population, one_hot
+from policies.simulation.targeting import TargetingSetup, simulate_targeting
+from policies.targeting.recommender import RecommenderConfig
 
 PRODUCTS = ("art", "art", "music", "music")
 CHANNELS = ("email", "push", "email", "push")

@@ -13,6 +13,7 @@ from policies.bandits.arm_stats import fold_stats
 from policies.bandits.epsilon_greedy import EpsilonGreedy
 from policies.bandits.fixed import FixedSplit
 from policies.bandits.registry import Policy
+from policies.bandits.thompson import NormalInverseGammaPrior, ThompsonSampling
 from policies.simulation.bandits import (
     SimulationResult,
     Truth,
@@ -22,7 +23,6 @@ from policies.simulation.bandits import (
     swap_best_worst,
 )
 from policies.sufficient import ArmStats, BinaryStats
-from policies.bandits.thompson import NormalInverseGammaPrior, ThompsonSampling
 
 EASY = Truth((0.05, 0.05, 0.05, 0.05, 0.15))
 

@@ -13,7 +13,6 @@ from scipy import special, stats
 
 from policies.bandits.arm_stats import discount_stats, fold_stats
 from policies.bandits.registry import make_policy
-from policies.sufficient import BinaryStats, MeanStats
 from policies.bandits.thompson import (
     BetaPosterior,
     BetaPrior,
@@ -24,6 +23,7 @@ from policies.bandits.thompson import (
     prob_best,
     top_two_weights,
 )
+from policies.sufficient import BinaryStats, MeanStats
 
 RNG = np.random.default_rng(0)
 
