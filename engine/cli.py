@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from engine.api import Engine, UnknownExperimentError, UnsafeChangeError
-from engine.config import load_config
+from engine.config import ConfigError, load_config
 from engine.db import StoreError
 from engine.events import EventError, reject_json_constant
 from engine.loader import SpecError, load_specs
@@ -68,6 +68,8 @@ def errors() -> Iterator[None]:
     """Turn the engine's errors into `error: ...` lines and exit codes, never a traceback."""
     try:
         yield
+    except ConfigError as exc:
+        fail("\nerror: ".join(map(str, exc.problems)), exc.hint, EXIT_INVALID)
     except SpecError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
@@ -409,7 +411,8 @@ def serve(
 
     import uvicorn
 
-    config = load_config()
+    with errors():
+        config = load_config()
     if db:
         os.environ["CROSSPROMO_DATABASE_URL"] = db
     if no_auth:
