@@ -180,11 +180,11 @@ class _Located:
         return mark.line + 1, mark.column + 1, found
 
     def _child(self, node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        if isinstance(node, yaml.MappingNode):
             if id(node) not in self._index:
                 # The last of equal keys, as in the constructed mapping (merged keys come first).
                 self._index[id(node)] = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-            return self._index[id(node)].get(part)
+            return self._index[id(node)].get(str(part))  # a number key (`1: x`) is located by its text
         if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             return None, node.value[part]
         return None
