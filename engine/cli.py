@@ -104,8 +104,15 @@ def print_json(data: Any) -> None:
 def validate(paths: PathsArg = None) -> None:
     """Check experiment files; exit 2 with one `file:line:col: field: message` line per problem."""
     with errors():
-        specs = load_specs(default_paths(paths))
-    err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+        failed: SpecError | None = None
+        try:
+            specs = load_specs(default_paths(paths))
+        except SpecError as exc:  # the valid files are still reported as such
+            specs, failed = exc.valid, exc
+        if specs or not failed:
+            err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+        if failed:
+            raise failed
 
 
 @app.command()

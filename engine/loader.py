@@ -31,6 +31,7 @@ MAX_PROBLEMS = 20  # per file; the rest are counted
 
 M = TypeVar("M", bound=BaseModel)
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class SpecProblem:
 
 
 class SpecError(ValueError):
-    """One or more experiment files are invalid; `problems` lists each with its location."""
+    """One or more experiment files are invalid; `problems` lists each with its location, and
+    `valid` the experiments of the other files (they are checked all the same)."""
 
-    def __init__(self, problems: list[SpecProblem]) -> None:
+    def __init__(self, problems: list[SpecProblem], valid: list[ExperimentSpec] | None = None) -> None:
         self.problems = problems
+        self.valid = valid or []
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -129,9 +132,10 @@ def _marked(node: yaml.Node, problem: str) -> yaml.MarkedYAMLError:
     return yaml.composer.ComposerError(None, None, problem, node.start_mark)
 
 
-def _duplicate_keys(root: yaml.Node) -> Iterator[tuple[yaml.Node, Loc]]:
+def _key_problems(root: yaml.Node) -> Iterator[tuple[yaml.Node, Loc, str]]:
     """Keys declared twice in one mapping (merge keys `<<` aside: overriding them is their
-    point). A node reached again through an alias was checked the first time."""
+    point), and keys that are not text (`yes:` is a boolean, `1:` a number). A node reached
+    again through an alias was checked the first time."""
     seen_nodes: set[int] = set()
     stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
     while stack:
@@ -142,10 +146,13 @@ def _duplicate_keys(root: yaml.Node) -> Iterator[tuple[yaml.Node, Loc]]:
         if isinstance(node, yaml.MappingNode):
             names: set[str] = set()
             for key, value in node.value:
-                if key.tag == MERGE_TAG or not isinstance(key, yaml.ScalarNode):
+                if key.tag == MERGE_TAG:
+                    continue
+                if not isinstance(key, yaml.ScalarNode) or key.tag != STR_TAG:
+                    yield key, loc, f"keys must be text: quote {key.value if isinstance(key, yaml.ScalarNode) else 'it'!r}"
                     continue
                 if key.value in names:
-                    yield key, (*loc, key.value)
+                    yield key, (*loc, key.value), "duplicate key"
                 names.add(key.value)
                 stack.append((value, (*loc, key.value)))
         elif isinstance(node, yaml.SequenceNode):
@@ -161,30 +168,40 @@ class _Located:
         self._index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
 
     def position(self, loc: Loc, at_key: bool) -> tuple[int, int, Loc]:
-        """(line, col) of the deepest node on `loc`, and the part of `loc` found in the file.
-
-        Parts not in the file are skipped: pydantic puts the discriminator's tag (e.g.
-        `thompson`) into union locations, and a missing field has no node of its own. The
+        """(line, col) of the deepest node of `loc` in the file, and `loc` without the tags
+        pydantic puts into union locations (`policy.thompson.prior`: the `name: thompson`
+        of the policy). A missing field has no node of its own: its mapping is named. The
         position is the key's when asked for (unknown fields) or when the value is a block.
         """
         node: yaml.Node = self.root
         key_node: yaml.Node | None = None
-        found: Loc = ()
-        for part in loc:
+        field: list[str | int] = []
+        for i, part in enumerate(loc):
             child = self._child(node, part)
             if child is not None:
                 key_node, node = child
-                found = (*found, part)
+                field.append(part)
+            elif not self._is_tag(node, part):
+                field += loc[i:]
+                break
         use_key = key_node is not None and (at_key or not isinstance(node, yaml.ScalarNode))
         mark = key_node.start_mark if use_key and key_node is not None else node.start_mark
-        return mark.line + 1, mark.column + 1, found
+        return mark.line + 1, mark.column + 1, tuple(field)
+
+    def _is_tag(self, node: yaml.Node, part: str | int) -> bool:
+        """Whether `part` is the value of a discriminator (such as `name`) of this mapping."""
+        return isinstance(node, yaml.MappingNode) and any(
+            isinstance(v, yaml.ScalarNode) and v.value == part for _, v in self._pairs(node).values())
+
+    def _pairs(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if id(node) not in self._index:
+            # The last of equal keys, as in the constructed mapping (merged keys come first).
+            self._index[id(node)] = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        return self._index[id(node)]
 
     def _child(self, node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
         if isinstance(node, yaml.MappingNode):
-            if id(node) not in self._index:
-                # The last of equal keys, as in the constructed mapping (merged keys come first).
-                self._index[id(node)] = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-            return self._index[id(node)].get(str(part))  # a number key (`1: x`) is located by its text
+            return self._pairs(node).get(str(part))  # a number key (`1: x`) is located by its text
         if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             return None, node.value[part]
         return None
@@ -218,10 +235,10 @@ def _compose(text: str, path: str, empty_ok: bool) -> tuple[yaml.Node, Any]:
                 return yaml.compose("{}", Loader=yaml.SafeLoader), {}
             raise SpecError([SpecProblem(path, 1, 1, "", "the file is empty")])
         _check_expansion(root)
-        duplicates = [SpecProblem(path, key.start_mark.line + 1, key.start_mark.column + 1, format_loc(loc),
-                                  "duplicate key") for key, loc in _duplicate_keys(root)]
-        if duplicates:
-            raise SpecError(_capped(sorted(duplicates, key=lambda p: (p.line, p.col))))
+        keys = [SpecProblem(path, key.start_mark.line + 1, key.start_mark.column + 1, format_loc(loc), message)
+                for key, loc, message in _key_problems(root)]
+        if keys:
+            raise SpecError(_capped(sorted(keys, key=lambda p: (p.line or 0, p.col or 0))))
         return root, loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -251,9 +268,8 @@ def parse_model(text: str, path: str, model: type[M], *, empty_ok: bool = False,
     located = _Located(root)
 
     def problem(loc: Loc, message: str, at_key: bool = False) -> SpecProblem:
-        line, col, found = located.position(loc, at_key)
-        field = format_loc(loc if len(found) == len(loc) else _strip_tags(loc, found))
-        return SpecProblem(path, line, col, field, message)
+        line, col, field = located.position(loc, at_key)
+        return SpecProblem(path, line, col, format_loc(field), message)
 
     problems = [problem(loc, message) for loc, message in json_problems(data)]
     not_json = {p.field for p in problems}
@@ -294,14 +310,6 @@ def _capped(problems: list[SpecProblem]) -> list[SpecProblem]:
 def parse_spec(text: str, path: str = "<string>") -> ExperimentSpec:
     """Parse one YAML document into a spec, or raise `SpecError` listing every problem."""
     return parse_model(text, path, ExperimentSpec, rules=cross_field_problems)
-
-
-def _strip_tags(loc: Loc, found: Loc) -> Loc:
-    """Drop union tags from a location, keeping the parts that exist plus a missing last field."""
-    kept = list(found)
-    if loc and (not found or loc[-1] != found[-1]):
-        kept.append(loc[-1])
-    return tuple(kept)
 
 
 def read_yaml_text(path: Path) -> str:
@@ -361,5 +369,5 @@ def load_specs(paths: Iterable[Path]) -> list[ExperimentSpec]:
         first_file[spec.key] = str(f)
         specs.append(spec)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems, specs)
     return specs

@@ -110,7 +110,7 @@ NOT_JSON = [
     ("set", "{s: !!set {a, b}}", "arms[1].payload.s", "a set is not a JSON value"),
     ("nan", "{x: .nan}", "arms[1].payload.x", "NaN and infinity"),
     ("infinity in a list", "{x: [1, -.inf]}", "arms[1].payload.x[1]", "NaN and infinity"),
-    ("number as key", "{1: a}", "arms[1].payload[1]", "keys must be text"),
+    ("number as key", "{1: a}", "arms[1].payload", "keys must be text: quote '1'"),
     ("NUL in text", '{a: "x\\0y"}', "arms[1].payload.a", "NUL characters"),
     ("nested 20 levels", "{a: " + "{b: " * 20 + "1" + "}" * 20 + "}", "arms[1].payload.a.b", "nested deeper than 16"),
 ]
