@@ -149,7 +149,8 @@ def _key_problems(root: yaml.Node) -> Iterator[tuple[yaml.Node, Loc, str]]:
                 if key.tag == MERGE_TAG:
                     continue
                 if not isinstance(key, yaml.ScalarNode) or key.tag != STR_TAG:
-                    yield key, loc, f"keys must be text: quote {key.value if isinstance(key, yaml.ScalarNode) else 'it'!r}"
+                    text = key.value if isinstance(key, yaml.ScalarNode) else "it"
+                    yield key, loc, f"keys must be text: quote {text!r}"
                     continue
                 if key.value in names:
                     yield key, (*loc, key.value), "duplicate key"
