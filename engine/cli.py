@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from engine.api import Engine, UnknownExperimentError, UnsafeChangeError
-from engine.config import load_config
+from engine.config import ConfigError, load_config
 from engine.db import StoreError
 from engine.events import EventError, reject_json_constant
 from engine.loader import SpecError, load_specs
@@ -68,6 +68,8 @@ def errors() -> Iterator[None]:
     """Turn the engine's errors into `error: ...` lines and exit codes, never a traceback."""
     try:
         yield
+    except ConfigError as exc:
+        fail("\nerror: ".join(map(str, exc.problems)), exc.hint, EXIT_INVALID)
     except SpecError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
@@ -102,8 +104,15 @@ def print_json(data: Any) -> None:
 def validate(paths: PathsArg = None) -> None:
     """Check experiment files; exit 2 with one `file:line:col: field: message` line per problem."""
     with errors():
-        specs = load_specs(default_paths(paths))
-    err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+        failed: SpecError | None = None
+        try:
+            specs = load_specs(default_paths(paths))
+        except SpecError as exc:  # the valid files are still reported as such
+            specs, failed = exc.valid, exc
+        if specs or not failed:
+            err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+        if failed:
+            raise failed
 
 
 @app.command()
@@ -428,7 +437,8 @@ def serve(
 
     import uvicorn
 
-    config = load_config()
+    with errors():
+        config = load_config()
     if db:
         os.environ["CROSSPROMO_DATABASE_URL"] = db
     if no_auth:

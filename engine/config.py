@@ -1,13 +1,20 @@
-"""Engine settings: `configs/engine.yaml` (looked up from the working directory), then env vars."""
+"""Engine settings: `configs/engine.yaml` (looked up from the working directory), then env vars.
+
+The file is read with the experiments' safe YAML loader and validated by `SettingsFile`:
+unknown keys (a typo such as `prot`) and wrong types are errors that name `file:line:col` and
+the field, raised as `ConfigError`. Absent settings keep the defaults of `EngineConfig`.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.loader import SpecError, parse_model, read_yaml_text
 
 DEFAULT_URL = "sqlite:///crosspromo.db"
 CONFIG_PATH = Path("configs/engine.yaml")
@@ -32,30 +39,90 @@ class EngineConfig:
     spool_max_bytes: int = 64 * 1024 * 1024
 
 
+class ConfigError(SpecError):
+    """The settings file is invalid; `problems` names each place (`file:line:col: field: ...`)."""
+
+    hint = f"fix the settings file, or remove it to use the defaults (see {CONFIG_PATH} in the README)"
+
+
+# Strict numbers: YAML types its scalars, so `port: "80"` or `batch_size: true` is a mistake.
+Count = Annotated[int, Field(strict=True, ge=1)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
+EnvName = Annotated[str, Field(strict=True, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Section(BaseModel):
+    """A block of the file; every setting is optional (None keeps `EngineConfig`'s default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: Text | None = None
+
+
+class ExposureSettings(_Section):
+    batch_size: Count | None = None
+    flush_seconds: Seconds | None = None
+    max_buffered: Count | None = None
+
+
+class ApiKeySettings(_Section):
+    admin_env: EnvName | None = None
+    decide_env: EnvName | None = None
+
+
+class ServerSettings(_Section):
+    host: Text | None = None
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
+    max_body_bytes: Count | None = None
+    spool_dir: Text | None = None
+    spool_max_bytes: Count | None = None
+    api_keys: ApiKeySettings = ApiKeySettings()
+
+
+class SettingsFile(_Section):
+    """The layout of `configs/engine.yaml`."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    experiments_dir: Text | None = None
+    exposures: ExposureSettings = ExposureSettings()
+    server: ServerSettings = ServerSettings()
+
+    def to_config(self) -> EngineConfig:
+        db, ex, server = self.database, self.exposures, self.server
+        given = {
+            "database_url": os.environ.get(URL_ENV) or db.url,
+            "experiments_dir": Path(self.experiments_dir) if self.experiments_dir else None,
+            "exposure_batch_size": ex.batch_size,
+            "exposure_flush_seconds": ex.flush_seconds,
+            "exposure_max_buffered": ex.max_buffered,
+            "server_host": server.host,
+            "server_port": server.port,
+            "admin_key_env": server.api_keys.admin_env,
+            "decide_key_env": server.api_keys.decide_env,
+            "max_body_bytes": server.max_body_bytes,
+            "spool_dir": Path(server.spool_dir) if server.spool_dir else None,
+            "spool_max_bytes": server.spool_max_bytes,
+        }
+        return EngineConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+
+
+def parse_config(text: str, path: str = str(CONFIG_PATH)) -> EngineConfig:
+    """Settings from the text of a settings file (empty: the defaults), or `ConfigError`."""
+    try:
+        return parse_model(text, path, SettingsFile, empty_ok=True).to_config()
+    except SpecError as exc:
+        raise ConfigError(exc.problems) from None
+
+
 def load_config(path: Path = CONFIG_PATH) -> EngineConfig:
     """Settings from `path` if it exists (defaults otherwise); `CROSSPROMO_DATABASE_URL` wins."""
-    raw: dict[str, Any] = {}
-    if path.exists():
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
-        raw = loaded
-    db = raw.get("database") or {}
-    exposures = raw.get("exposures") or {}
-    server = raw.get("server") or {}
-    keys = server.get("api_keys") or {}
-    defaults = EngineConfig()
-    return EngineConfig(
-        database_url=os.environ.get(URL_ENV) or db.get("url") or defaults.database_url,
-        experiments_dir=Path(raw.get("experiments_dir") or defaults.experiments_dir),
-        exposure_batch_size=int(exposures.get("batch_size", defaults.exposure_batch_size)),
-        exposure_flush_seconds=float(exposures.get("flush_seconds", defaults.exposure_flush_seconds)),
-        exposure_max_buffered=int(exposures.get("max_buffered", defaults.exposure_max_buffered)),
-        server_host=str(server.get("host", defaults.server_host)),
-        server_port=int(server.get("port", defaults.server_port)),
-        admin_key_env=str(keys.get("admin_env", defaults.admin_key_env)),
-        decide_key_env=str(keys.get("decide_env", defaults.decide_key_env)),
-        max_body_bytes=int(server.get("max_body_bytes", defaults.max_body_bytes)),
-        spool_dir=Path(server.get("spool_dir") or defaults.spool_dir),
-        spool_max_bytes=int(server.get("spool_max_bytes", defaults.spool_max_bytes)),
-    )
+    if not (path.exists() or path.is_symlink()):
+        return SettingsFile().to_config()
+    try:
+        text = read_yaml_text(path)
+    except SpecError as exc:
+        raise ConfigError(exc.problems) from None
+    return parse_config(text, str(path))
