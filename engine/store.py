@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Row, Select, bindparam, case, func, inspect, 
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from engine.db import bulk_insert, create_engine, insert_if_absent, member_of, read, write
+from engine.db import bulk_insert, check_sqlite_file, create_engine, insert_if_absent, member_of, read, write
 from engine.events import Event, EventError, MissingExposureError, utcnow
 from engine.spec import Arm, ExperimentSpec, Kind, MetricType, Status
 from engine.tables import (
@@ -210,7 +210,8 @@ class Store:
         self.sa.dispose()
 
     def ping(self) -> None:
-        """Raise if the store cannot be reached."""
+        """Raise if the store cannot be reached, or (SQLite) its file is not the one opened."""
+        check_sqlite_file(self.sa)
         with read(self.sa) as conn:
             conn.exec_driver_sql("SELECT 1")
 
