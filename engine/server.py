@@ -31,6 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
@@ -224,6 +225,14 @@ def add_error_handlers(app: FastAPI) -> None:
             log.warning("store unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
             return error_response(503, "the store is unavailable", "retry later", RETRY_AFTER)
         return internal_error(exc, f"{request.method} {request.url.path}")
+
+    @app.exception_handler(RecursionError)  # a context nested ~1000 deep (the parser allows 1024)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return error_response(422, "context: nested too deeply", "keep context values a few levels deep")
+
+    @app.exception_handler(StarletteHTTPException)  # routing's own 404 and 405, in the same shape
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(ValueError)  # EventError, and the engine's refusals of a unit or context
     async def _invalid(_: Request, exc: ValueError) -> JSONResponse:
