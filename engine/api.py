@@ -126,10 +126,6 @@ class Engine:
     def experiment(self, key: str) -> StoredExperiment:
         return self._live(key).stored
 
-    def is_cached(self, key: str) -> bool:
-        """Whether `key` is in the snapshot, so deciding for it needs no store access."""
-        return key in self.snapshot.live
-
     def _live(self, key: str) -> Live:
         return self.snapshot.get(key, reload_due=not self.upkeep.running)
 

@@ -5,22 +5,27 @@
         d = cp.decide("art-training-crosspromo", "user-42", {"opted_in": ["email", "push"]})
         cp.record({"event_id": "evt-1", "experiment": d["experiment"], "decision_id": d["decision_id"]})
 
-Retries (connection errors, timeouts, 429 and 502/503/504, with exponential backoff) are safe
+Retries (connection errors, timeouts, 429 and 502/503/504) wait as the service's `Retry-After`
+says, else by exponential backoff with full jitter (so clients that failed together do not
+return together), and stop after `retries` retries or `give_up_after` seconds. They are safe
 for events because the service counts an `event_id` once. A retried decision whose first
 answer was lost may log one extra exposure; its arm is the same for A/B tests and sticky bandits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_result, stop_after_attempt, stop_before_delay
+from tenacity.wait import wait_random_exponential
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+Outcome = tuple[httpx.Response | None, Exception | None]  # one attempt: its answer, or the error instead
 
 
 class ServiceError(RuntimeError):
@@ -63,34 +68,68 @@ def _result(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _final(error: Exception | None, response: httpx.Response | None) -> Any:
+def _final(outcome: Outcome) -> Any:
     """The answer of the last attempt: its JSON, or the error that ended the retries."""
+    response, error = outcome
     if response is None:
         raise ServiceError(None, f"service unreachable: {error}") from error
     return _result(response)
 
 
+def retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """The seconds the service asked to wait (`Retry-After`: seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _retryable(outcome: Outcome) -> bool:
+    response, error = outcome
+    return error is not None or (response is not None and response.status_code in RETRY_STATUSES)
+
+
 class _Base:
-    def __init__(self, base_url: str, api_key: str | None, timeout: float, retries: int, backoff: float) -> None:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float, retries: int, backoff: float,
+                 max_wait: float, give_up_after: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
         self.retries = retries
-        self.backoff = backoff
+        self.max_wait = max_wait
+        self.give_up_after = give_up_after
+        self._backoff = wait_random_exponential(multiplier=backoff, max=max_wait)
 
-    def _delay(self, attempt: int) -> float:
-        return self.backoff * 2**attempt
+    def wait(self, state: RetryCallState) -> float:
+        """Seconds before the next attempt: the service's `Retry-After` (capped at `max_wait`),
+        else a uniform draw in [0, backoff * 2**(attempt - 1)] (full jitter)."""
+        assert state.outcome is not None
+        response, _ = state.outcome.result()
+        asked = retry_after(response) if response is not None else None
+        return min(asked, self.max_wait) if asked is not None else self._backoff(state)
 
-    def _give_up(self, attempt: int, error: Exception | None, response: httpx.Response | None) -> bool:
-        """True when this outcome is final: a success, a 4xx that is not 429, or no retry left."""
-        retryable = error is not None or (response is not None and response.status_code in RETRY_STATUSES)
-        return not retryable or attempt >= self.retries
+    def _policy(self) -> dict[str, Any]:
+        return {
+            "retry": retry_if_result(_retryable), "wait": self.wait,
+            "stop": stop_after_attempt(self.retries + 1) | stop_before_delay(self.give_up_after),
+            "retry_error_callback": lambda state: state.outcome.result(),  # the last outcome, retryable or not
+        }
 
 
 class Client(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 2.0, retries: int = 3,
-                 backoff: float = 0.1, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(base_url, api_key, timeout, retries, backoff)
+                 backoff: float = 0.1, max_wait: float = 10.0, give_up_after: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff, max_wait, give_up_after)
         self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -117,23 +156,20 @@ class Client(_Base):
         return self._send(_Call("GET", f"/v1/experiments/{experiment}/report"))
 
     def _send(self, call: _Call) -> Any:
-        for attempt in range(self.retries + 1):
-            error: Exception | None = None
-            response = None
-            try:
-                response = self._http.request(call.method, call.path, json=call.body)
-            except httpx.TransportError as exc:
-                error = exc
-            if self._give_up(attempt, error, response):
-                return _final(error, response)
-            time.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+        return _final(Retrying(**self._policy())(self._attempt, call))
+
+    def _attempt(self, call: _Call) -> Outcome:
+        try:
+            return self._http.request(call.method, call.path, json=call.body), None
+        except httpx.TransportError as exc:
+            return None, exc
 
 
 class AsyncClient(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 2.0, retries: int = 3,
-                 backoff: float = 0.1, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(base_url, api_key, timeout, retries, backoff)
+                 backoff: float = 0.1, max_wait: float = 10.0, give_up_after: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff, max_wait, give_up_after)
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout,
                                        transport=transport)
 
@@ -160,14 +196,10 @@ class AsyncClient(_Base):
         return await self._send(_Call("GET", f"/v1/experiments/{experiment}/report"))
 
     async def _send(self, call: _Call) -> Any:
-        for attempt in range(self.retries + 1):
-            error: Exception | None = None
-            response = None
-            try:
-                response = await self._http.request(call.method, call.path, json=call.body)
-            except httpx.TransportError as exc:
-                error = exc
-            if self._give_up(attempt, error, response):
-                return _final(error, response)
-            await asyncio.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+        return _final(await AsyncRetrying(**self._policy())(self._attempt, call))
+
+    async def _attempt(self, call: _Call) -> Outcome:
+        try:
+            return await self._http.request(call.method, call.path, json=call.body), None
+        except httpx.TransportError as exc:
+            return None, exc

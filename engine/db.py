@@ -8,6 +8,7 @@ plain deferred `BEGIN`.
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,8 @@ import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _COLUMN_TYPES: dict[str, dict[str, int]] = {}  # PostgreSQL: table -> column -> type oid
 _WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, SqliteWriteLock] = weakref.WeakKeyDictionary()
+# SQLite: the database file and its identity (st_dev, st_ino) when the engine opened it.
+_SQLITE_FILES: weakref.WeakKeyDictionary[SAEngine, tuple[str, tuple[int, int]]] = weakref.WeakKeyDictionary()
 
 
 class StoreError(RuntimeError):
@@ -39,9 +42,14 @@ class StoreError(RuntimeError):
         self.hint = hint
 
 
+class StoreFileGoneError(StoreError):
+    """The SQLite file opened at start was deleted or replaced: writes would land in a file no
+    one reads (or in a new, empty store), so none are made."""
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the store cannot be reached now (as opposed to a bad statement)."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, OperationalError | InterfaceError | StoreFileGoneError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
@@ -73,13 +81,14 @@ def create_engine(url: str) -> SAEngine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             sa = sa_create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+                url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+                hide_parameters=True,  # errors and logs never carry rows of data
             )
             _tune_sqlite(sa)
             _WRITE_LOCKS[sa] = SqliteWriteLock(parsed.database)
         else:
             sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                                  connect_args={"connect_timeout": 3})
+                                  connect_args={"connect_timeout": 3}, hide_parameters=True)
     except Exception as exc:  # sqlalchemy raises several kinds for a bad URL or missing driver
         raise StoreError(f"invalid database URL {url!r}: {exc}", hint) from None
     try:
@@ -87,7 +96,34 @@ def create_engine(url: str) -> SAEngine:
     except Exception as exc:
         raise StoreError(f"cannot open the store at {parsed.render_as_string(hide_password=True)}: {exc}",
                          "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up") from None
+    if sa.dialect.name == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        identity = sqlite_file_identity(parsed.database)
+        if identity is not None:
+            _SQLITE_FILES[sa] = (parsed.database, identity)
     return sa
+
+
+def sqlite_file_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, None if there is none: a file deleted and made
+    anew at the same path has another identity."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_sqlite_file(sa: SAEngine) -> None:
+    """Raise `StoreFileGoneError` if `sa`'s SQLite file is no longer the one opened at start."""
+    opened = _SQLITE_FILES.get(sa)
+    if opened is None:
+        return
+    path, identity = opened
+    now = sqlite_file_identity(path)
+    if now != identity:
+        what = "was deleted" if now is None else "was replaced by another file"
+        raise StoreFileGoneError(f"the database file {path} {what} while in use",
+                                 "restore the file and restart the service; writes wait until then")
 
 
 def _tune_sqlite(sa: SAEngine) -> None:
@@ -101,6 +137,10 @@ def _tune_sqlite(sa: SAEngine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
+    @event.listens_for(sa, "do_connect")
+    def _on_do_connect(*_: Any) -> None:
+        check_sqlite_file(sa)  # never open an empty store in place of a deleted one
+
     @event.listens_for(sa, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = "" if conn.get_execution_options().get("read_only") else " IMMEDIATE"
@@ -110,8 +150,10 @@ def _tune_sqlite(sa: SAEngine) -> None:
 @contextmanager
 def write(sa: SAEngine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any error."""
-    with _WRITE_LOCKS.get(sa, nullcontext()), sa.begin() as conn:
-        yield conn
+    with _WRITE_LOCKS.get(sa, nullcontext()):
+        check_sqlite_file(sa)  # a pooled connection would write on into a deleted file
+        with sa.begin() as conn:
+            yield conn
 
 
 @contextmanager

@@ -3,6 +3,12 @@
 Every request body is read with a size cap and parsed strictly (NaN and Infinity are not
 JSON), so bad input gets a 4xx with a reason. Store outages never surface as errors: the
 engine answers decisions from its snapshot (reason `STALE`) and spools events (answer 202).
+
+One error boundary maps what the engine raises: user errors to 4xx with the reason, an
+unavailable store to 503 with `Retry-After`, and anything unexpected to 503 with an id that
+matches the log line holding its traceback. No answer is a 500. Everything that may touch the
+store (a decision too: it may flush a full buffer) runs in a worker thread, never on the event
+loop, so a slow or locked store cannot freeze `/healthz` or other requests.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hmac
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,18 +29,22 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
 from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
-from engine.db import StoreError
-from engine.events import EventError
+from engine.db import StoreError, is_unavailable
+from engine.events import Event
 from engine.spool import Spool, SpoolFullError
 
 log = logging.getLogger("crosspromo.server")
 
 MAX_BATCH = 10_000
+RETRY_AFTER = {"Retry-After": "5"}  # seconds; the background upkeep retries the store every 0.2 s
 
 
 class Role(StrEnum):
@@ -83,14 +94,29 @@ class BatchDecideRequest(TypedDict):
 class EventsRequest(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
+    # Each event is checked by the engine on its own, so one bad event is `rejected[i]` and the
+    # others are kept; the spec still shows clients (and fuzzers) what an event looks like.
+    events: Annotated[list[Annotated[Any, WithJsonSchema(Event.model_json_schema())]],
+                      Field(min_length=1, max_length=MAX_BATCH)]
 
 
 DECIDE_BODY, BATCH_BODY, EVENTS_BODY = (TypeAdapter(t) for t in (DecideRequest, BatchDecideRequest, EventsRequest))
+_BODY_REFS, _BODY_SCHEMAS = TypeAdapter.json_schemas(
+    [(t.__name__, "validation", TypeAdapter(t)) for t in (DecideRequest, BatchDecideRequest, EventsRequest)],
+    ref_template="#/components/schemas/{model}",
+)
+
+
+def body_spec(body_type: type) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route that parses `body_type` by hand (see `read_json`)."""
+    schema = _BODY_REFS[(body_type.__name__, "validation")]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def read_json(request: Request, body_type: TypeAdapter[Any], max_bytes: int) -> Any:
-    """The request body validated as `body_type`: 413 above `max_bytes`, 422 with the reason otherwise."""
+    """The request body validated as `body_type`: 413 above `max_bytes`, 415 for a body that is
+    not plain JSON, 400 for a length that is not the declared one, 422 with the reason otherwise."""
+    check_media(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"request body over {max_bytes} bytes", "split the batch")
@@ -99,6 +125,8 @@ async def read_json(request: Request, body_type: TypeAdapter[Any], max_bytes: in
         body += chunk
         if len(body) > max_bytes:
             raise ApiError(413, f"request body over {max_bytes} bytes", "split the batch")
+    if declared is not None and (not declared.isdigit() or int(declared) != len(body)):
+        raise ApiError(400, f"Content-Length is {declared!r} but the body has {len(body)} bytes")
     try:
         data = orjson.loads(body)  # strict: NaN, Infinity and out-of-range numbers are refused
     except orjson.JSONDecodeError as exc:
@@ -106,16 +134,105 @@ async def read_json(request: Request, body_type: TypeAdapter[Any], max_bytes: in
     try:
         return body_type.validate_python(data)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ApiError(422, reasons) from None
+        raise ApiError(422, validation_reasons(exc)) from None
+
+
+def check_media(request: Request) -> None:
+    """Refuse bodies the service would misread: encoded (it does not decompress) or not JSON.
+    A missing Content-Type is taken as JSON, as curl and most clients send it."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported", "send the body uncompressed")
+    media = request.headers.get("content-type", "application/json").partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, f"Content-Type {media!r} is not JSON", "send Content-Type: application/json")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
     """JSON by orjson, without FastAPI's per-field encoder (dataclasses such as `Decision` are
     written field by field, enums as their values)."""
     return Response(orjson.dumps(data, default=str), status, media_type="application/json")
+
+
+def error_response(status: int, error: str, hint: str = "", headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, **({"hint": hint} if hint else {})}, status_code=status, headers=headers)
+
+
+def validation_reasons(exc: ValidationError) -> str:
+    """One line: each error's place (`units.3.unit`, `body`) and what is wrong there."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                     for e in exc.errors(include_url=False))
+
+
+def internal_error(exc: BaseException, where: str) -> JSONResponse:
+    """The answer to an exception nothing expected: 503 with an id; the log line with the same id
+    holds the traceback (the store's engine hides SQL parameters, so no row data is logged)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s in %s", error_id, where, exc_info=exc)
+    return JSONResponse({"error": "internal error", "id": error_id}, status_code=503)
+
+
+class ErrorBoundary:
+    """The last stop for an exception that no handler took: logged with an id, answered by
+    `internal_error` (Starlette's own last stop would answer 500 with no id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # too late for an answer: the server closes the connection
+                raise
+            await internal_error(exc, f"{scope['method']} {scope['path']}")(scope, receive, send)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """The one place that turns what routes and the engine raise into answers."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.hint, exc.headers)
+
+    @app.exception_handler(UnknownExperimentError)
+    async def _unknown(request: Request, exc: UnknownExperimentError) -> JSONResponse:
+        # Listing experiments is admin-only, so only an admin's 404 lists the known keys.
+        admin = getattr(request.state, "role", None) is Role.ADMIN
+        return error_response(404, str(exc), exc.hint if admin else "check the experiment key")
+
+    @app.exception_handler(SpoolFullError)
+    async def _spool_full(_: Request, exc: SpoolFullError) -> JSONResponse:
+        return error_response(429, str(exc), "retry later: the database is unreachable", RETRY_AFTER)
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        return error_response(503, str(exc), exc.hint, RETRY_AFTER)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_unavailable(exc):  # the driver's message may name hosts and statements: not for clients
+            log.warning("store unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            return error_response(503, "the store is unavailable", "retry later", RETRY_AFTER)
+        return internal_error(exc, f"{request.method} {request.url.path}")
+
+    @app.exception_handler(StarletteHTTPException)  # routing's own 404 and 405, in the same shape
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ValueError)  # EventError, and the engine's refusals of a unit or context
+    async def _invalid(_: Request, exc: ValueError) -> JSONResponse:
+        return error_response(422, validation_reasons(exc) if isinstance(exc, ValidationError) else str(exc))
 
 
 def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024, auth: bool = True) -> FastAPI:
@@ -131,15 +248,15 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         await run_in_threadpool(engine.close)
 
     app = FastAPI(title="crosspromo decision service", version="1", lifespan=lifespan)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        body = {"error": exc.error, **({"hint": exc.hint} if exc.hint else {})}
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+    app.state.engine = engine
+    app.add_middleware(ErrorBoundary)
+    add_error_handlers(app)
+    declare_request_bodies(app)
 
     def require(role: Role) -> Callable[[Request], Awaitable[Role]]:
         async def check(request: Request) -> Role:  # async: no thread hop per request
             if not auth:
+                request.state.role = Role.ADMIN
                 return Role.ADMIN
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -150,50 +267,30 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
                 raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
             if role is Role.ADMIN and granted is not Role.ADMIN:
                 raise ApiError(403, "this key may decide and record events only", "use an admin key")
+            request.state.role = granted
             return granted
 
         return check
 
     decider, admin = Depends(require(Role.DECIDE)), Depends(require(Role.ADMIN))
 
-    def call(fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except UnknownExperimentError as exc:
-            raise ApiError(404, str(exc), exc.hint) from None
-        except SpoolFullError as exc:
-            raise ApiError(429, str(exc), "retry later: the database is unreachable", {"Retry-After": "5"}) from None
-        except StoreError as exc:
-            raise ApiError(503, str(exc), exc.hint, {"Retry-After": "5"}) from None
-        except (EventError, ValueError) as exc:
-            raise ApiError(422, str(exc)) from None
-
-    async def off_loop(fn: Callable[..., Any], key: str, *args: Any) -> Any:
-        """Decisions run on the event loop (no I/O: snapshot and buffer), except those that may
-        touch the store — a key not in the snapshot yet, a sticky bandit claiming a unit's
-        first arm — which run in a thread."""
-        if not engine.is_cached(key) or call(engine.experiment, key).spec.traffic.sticky:
-            return await run_in_threadpool(call, fn, key, *args)
-        return call(fn, key, *args)
-
-    @app.post("/v1/experiments/{key}/decisions", dependencies=[decider])
+    @app.post("/v1/experiments/{key}/decisions", dependencies=[decider], openapi_extra=body_spec(DecideRequest))
     async def decide(key: str, request: Request) -> Response:
         body = await read_json(request, DECIDE_BODY, max_body_bytes)
-        decision = await off_loop(engine.decide, key, body["unit"], body.get("context"))
-        return json_response(decision)
+        return json_response(await run_in_threadpool(engine.decide, key, body["unit"], body.get("context")))
 
-    @app.post("/v1/experiments/{key}/decisions:batch", dependencies=[decider])
+    @app.post("/v1/experiments/{key}/decisions:batch", dependencies=[decider],
+              openapi_extra=body_spec(BatchDecideRequest))
     async def decide_batch(key: str, request: Request) -> Response:
         body = await read_json(request, BATCH_BODY, max_body_bytes)
         units = [u["unit"] for u in body["units"]]
         contexts = [u.get("context") for u in body["units"]]
-        decisions = await off_loop(engine.decide_many, key, units, contexts)
-        return json_response({"decisions": decisions})
+        return json_response({"decisions": await run_in_threadpool(engine.decide_many, key, units, contexts)})
 
-    @app.post("/v1/events", dependencies=[decider])
+    @app.post("/v1/events", dependencies=[decider], openapi_extra=body_spec(EventsRequest))
     async def events(request: Request) -> JSONResponse:
         body = await read_json(request, EVENTS_BODY, max_body_bytes)
-        summary = await run_in_threadpool(call, engine.ingest, body["events"])
+        summary = await run_in_threadpool(engine.ingest, body["events"])
         answer = {
             "accepted": summary.accepted, "duplicates": summary.duplicates, "spooled": summary.spooled,
             "rejected": [{"index": line - 1, "error": error} for line, error in summary.rejected],
@@ -202,7 +299,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
 
     @app.get("/v1/experiments", dependencies=[admin])
     async def experiments() -> list[dict[str, Any]]:
-        stored = await run_in_threadpool(call, engine.experiments)
+        stored = await run_in_threadpool(engine.experiments)
         return [{"key": s.spec.key, "name": s.spec.name, "kind": s.spec.kind.value, "status": s.spec.status.value,
                  "version": s.version, "phase": s.phase, "arms": list(s.spec.arm_keys)} for s in stored]
 
@@ -210,7 +307,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
     async def report(key: str) -> dict[str, Any]:
         from engine.report import build_report
 
-        return (await run_in_threadpool(call, build_report, engine, key)).to_dict()
+        return (await run_in_threadpool(build_report, engine, key)).to_dict()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -218,13 +315,30 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        """Ready when writes would land: the store answers and (SQLite) its file is the one opened."""
         try:
             await run_in_threadpool(engine.store.ping)
-        except Exception:
-            return JSONResponse({"status": "store unreachable", "serving": "stale snapshot"}, status_code=503)
+        except StoreError as exc:
+            return JSONResponse({"status": "not ready", "reason": str(exc), "serving": "stale snapshot"},
+                                status_code=503, headers=RETRY_AFTER)
+        except Exception as exc:  # any failure of the probe means not ready; its kind is enough
+            return JSONResponse({"status": "store unreachable", "reason": type(exc).__name__,
+                                 "serving": "stale snapshot"}, status_code=503, headers=RETRY_AFTER)
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+def declare_request_bodies(app: FastAPI) -> None:
+    """Put the request bodies' schemas in the OpenAPI components that `body_spec` refers to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            build().setdefault("components", {}).setdefault("schemas", {}).update(_BODY_SCHEMAS["$defs"])
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def replica_spool(config: EngineConfig) -> Spool:

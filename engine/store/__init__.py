@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Row, func, inspect, select, text
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError
 
-from engine.db import create_engine, read, write
+from engine.db import check_sqlite_file, create_engine, read, write
 from engine.events import Event
 from engine.spec import ExperimentSpec
 from engine.store.aggregates import ArmAggregate, read_aggregates
@@ -51,7 +51,8 @@ class Store:
         self.sa.dispose()
 
     def ping(self) -> None:
-        """Raise if the store cannot be reached."""
+        """Raise if the store cannot be reached, or (SQLite) its file is not the one opened."""
+        check_sqlite_file(self.sa)
         with read(self.sa) as conn:
             conn.exec_driver_sql("SELECT 1")
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,8 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import OperationalError
 
 from engine.api import Engine
+from engine.config import EngineConfig
 from engine.server import ApiKeys, create_app
 from tests.samples import AB_YAML, BANDIT_YAML, write_yaml
 
@@ -120,3 +125,121 @@ json_values = st.recursive(
 def test_no_body_ever_gets_a_5xx(client: TestClient, path: str, body: object) -> None:
     r = client.post(path, json=body, headers=DECIDE)
     assert r.status_code < 500, (r.status_code, r.text)
+
+
+# -- the error boundary, readiness and the event loop ------------------------------------------
+
+def unreachable(*_: object, **__: object) -> None:
+    raise OperationalError("SELECT ...", None, Exception("unable to open database file"))
+
+
+def test_store_unreachable_on_report_answers_503_with_retry_after(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = client.app.state.engine
+    monkeypatch.setattr(engine.store, "arm_aggregates", unreachable)
+    r = client.get("/v1/experiments/landing/report", headers=ADMIN)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+    assert r.json()["error"] == "the store is unavailable" and "SELECT" not in r.text
+
+
+def test_unexpected_exception_answers_503_with_an_id_that_matches_the_logged_traceback(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def bug(*_: object) -> None:
+        raise RuntimeError("the secret row")
+
+    monkeypatch.setattr(client.app.state.engine, "decide", bug)
+    with caplog.at_level(logging.ERROR, logger="crosspromo.server"):
+        r = client.post("/v1/experiments/landing/decisions", json={"unit": "u1"}, headers=DECIDE)
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["error"] == "internal error" and set(body) == {"error", "id"} and "secret" not in r.text
+    [record] = [rec for rec in caplog.records if body["id"] in rec.getMessage()]
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+
+
+def test_engine_value_errors_answer_422_with_the_reason(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise ValueError("unit: must not contain NUL")
+
+    monkeypatch.setattr(client.app.state.engine, "decide", refuse)
+    r = client.post("/v1/experiments/landing/decisions", json={"unit": "u\u0000"}, headers=DECIDE)
+    assert r.status_code == 422 and r.json()["error"] == "unit: must not contain NUL"
+
+
+def test_404_lists_the_experiments_to_admins_only(client: TestClient) -> None:
+    decide = client.post("/v1/experiments/ghost/decisions", json={"unit": "u"}, headers=DECIDE).json()
+    assert decide["error"] == "unknown experiment 'ghost'" and "landing" not in json.dumps(decide)
+    admin = client.get("/v1/experiments/ghost/report", headers=ADMIN).json()
+    assert "landing" in admin["hint"] and "channels" in admin["hint"]
+
+
+@pytest.fixture
+def sqlite_client(sqlite_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    """A service on a SQLite file whose buffer flushes from the decide path past 5 exposures."""
+    engine = Engine.open(sqlite_url, seed=0, config=EngineConfig(exposure_max_buffered=5))
+    engine.apply([write_yaml(tmp_path, "l.yaml", AB_YAML)])
+    app = create_app(engine, ApiKeys(admin="admin-secret", decide="decide-secret"))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fault", ["deleted", "replaced"])
+def test_a_deleted_or_replaced_sqlite_file_is_not_ready_and_takes_no_writes(
+        sqlite_client: TestClient, sqlite_url: str, fault: str) -> None:
+    assert sqlite_client.get("/readyz").status_code == 200
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    for f in path.parent.glob(f"{path.name}*"):
+        f.unlink()
+    if fault == "replaced":
+        path.write_bytes(b"")
+    r = sqlite_client.get("/readyz")
+    assert r.status_code == 503 and f"was {fault}" in r.json()["reason"], r.text
+    event = {"event_id": "e1", "experiment": "landing", "unit": "u1"}
+    r = sqlite_client.post("/v1/events", json={"events": [event]}, headers=DECIDE)
+    assert r.status_code == 503 and r.headers["retry-after"] and "restore the file" in r.json()["hint"], r.text
+    # No empty store was opened in the deleted one's place.
+    assert path.exists() == (fault == "replaced") and (fault == "deleted" or path.stat().st_size == 0)
+
+
+def test_healthz_answers_while_a_decision_waits_for_the_sqlite_write_lock(
+        sqlite_client: TestClient, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sqlite_client.app.state.engine.store
+    writing = threading.Event()
+    log_exposures = store.log_exposures
+
+    def announce(batch: list) -> int:
+        writing.set()
+        return log_exposures(batch)
+
+    monkeypatch.setattr(store, "log_exposures", announce)
+    batch: list[int] = []
+    units = {"units": [{"unit": f"u{i}"} for i in range(50)]}  # past max_buffered: the decision flushes
+    decide = threading.Thread(target=lambda: batch.append(sqlite_client.post(
+        "/v1/experiments/landing/decisions:batch", json=units, headers=DECIDE).status_code))
+    health: list[int] = []
+    probe = threading.Thread(target=lambda: health.append(sqlite_client.get("/healthz").status_code), daemon=True)
+    with open(f"{sqlite_url.removeprefix('sqlite:///')}.write-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as another process writing would
+        try:
+            decide.start()
+            assert writing.wait(30), "the batch never reached the store"
+            probe.start()
+            probe.join(30)  # a deadlock guard, not a speed limit
+            assert health == [200] and batch == [], "healthz froze behind the blocked write"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    decide.join(30)
+    assert batch == [200]
+
+
+def test_openapi_declares_every_request_body(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    bodies = {path: op["requestBody"]["content"]["application/json"]["schema"]
+              for path, ops in spec["paths"].items() for method, op in ops.items() if method == "post"}
+    assert bodies == {"/v1/experiments/{key}/decisions": {"$ref": "#/components/schemas/DecideRequest"},
+                      "/v1/experiments/{key}/decisions:batch": {"$ref": "#/components/schemas/BatchDecideRequest"},
+                      "/v1/events": {"$ref": "#/components/schemas/EventsRequest"}}
+    schemas = spec["components"]["schemas"]
+    assert schemas["DecideRequest"]["required"] == ["unit"]
+    assert schemas["BatchDecideRequest"]["properties"]["units"]["maxItems"] == 10_000
+    assert schemas["EventsRequest"]["properties"]["events"]["items"]["required"] == ["event_id", "experiment"]
