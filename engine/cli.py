@@ -182,8 +182,7 @@ EXIT_REJECTED = 1
 @app.command(epilog="Exit 0 when rows were stored or already there; 1 when every row was rejected "
                     "(nothing accepted), or with --strict when any row was rejected.")
 def ingest(
-    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events; - (or a pipe) reads stdin.",
-                                         exists=True, dir_okay=False, allow_dash=True)],
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events; - (or a pipe) reads stdin.")],
     input_format: Annotated[InputFormatChoice | None, typer.Option(
         "--input-format", help="jsonl or csv [default: by suffix (.csv; .jsonl, .ndjson, .json), "
                                "else jsonl if the first non-blank byte is {, else csv].")] = None,
@@ -201,6 +200,9 @@ def ingest(
     from engine.events import STDIN, EventFileError
 
     name = "<stdin>" if file == STDIN else str(file)
+    if file != STDIN and (not file.exists() or file.is_dir()):
+        fail(f"FILE: {name} is {'a directory' if file.is_dir() else 'not there'}",
+             "name a JSONL or CSV file, or - to read standard input", code=EXIT_INVALID)
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
                    disable=not err.is_terminal, transient=True)
     with errors(), Engine.open(db) as engine, _reject_sink(name, rejects) as on_reject, bar:

@@ -73,14 +73,10 @@ class Event(BaseModel):
     @field_validator(*TEXT_FIELDS)
     @classmethod
     def _storable_text(cls, v: str | None) -> str | None:
-        """Text every store can hold: PostgreSQL refuses NUL, and no store can encode a lone
-        surrogate as UTF-8. Refused here, such a row never reaches (and jams) a write."""
-        if v is None:
-            return None
-        if "\x00" in v:
+        """Text every store can hold: PostgreSQL refuses NUL. Refused here, such a row never
+        reaches (and jams) a write. (pydantic refuses lone surrogates: see `_reason`.)"""
+        if v is not None and "\x00" in v:
             raise ValueError("must not contain NUL characters")
-        if not _storable(v):
-            raise ValueError("must be valid Unicode (it holds a lone surrogate)")
         return v
 
     @field_validator("value", mode="before")
@@ -154,6 +150,8 @@ def _reason(e: Any) -> str:
         return f"{field}: required"
     if e["type"] == "extra_forbidden":
         return f"{field}: unknown field"
+    if e["type"] == "string_unicode":  # no store can encode a lone surrogate as UTF-8
+        return f"{field}: must be valid Unicode (it holds a lone surrogate)"
     return f"{field}: {str(e['msg']).removeprefix('Value error, ')}"
 
 
