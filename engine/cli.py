@@ -184,8 +184,8 @@ EXIT_REJECTED = 1
 def ingest(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events; - (or a pipe) reads stdin.")],
     input_format: Annotated[InputFormatChoice | None, typer.Option(
-        "--input-format", help="jsonl or csv [default: by suffix (.csv; .jsonl, .ndjson, .json), "
-                               "else jsonl if the first non-blank byte is {, else csv].")] = None,
+        "--input-format", help="jsonl or csv (default: by suffix: .csv; .jsonl, .ndjson, .json; "
+                               "else jsonl if the first non-blank byte is {, else csv).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any row was rejected.")] = False,
     rejects: Annotated[Path | None, typer.Option(
         "--rejects", dir_okay=False, help="Write rejected rows to FILE as JSONL {line, error} instead of stderr.")

@@ -124,7 +124,8 @@ JSONL_CASES = [
     *[Case(f"nul-in-{name}", "jsonl", conv(**{"type": "exposure", "unit": "g9", "arm": "control", name: NUL}),
            (name, "NUL")) for name in ("event_id", "experiment", "unit", "decision_id", "arm")],
     *[Case(f"lone-surrogate-in-{name}", "jsonl",
-           conv(**{"type": "exposure", "unit": "g9", "arm": "control", name: "@S@"}).replace(b"@S@", SURROGATE.encode()),
+           conv(**{"type": "exposure", "unit": "g9", "arm": "control", name: "@S@"}).replace(
+               b"@S@", SURROGATE.encode()),
            (name, "lone surrogate")) for name in ("event_id", "experiment", "unit", "decision_id", "arm")],
     Case("invalid-utf8-line", "jsonl", b"\xff\xfe garbage", ("not valid UTF-8",)),
     Case("invalid-utf8-in-a-string", "jsonl", conv(unit="@").replace(b"@", b"\xc3\x28"), ("not valid UTF-8",)),
