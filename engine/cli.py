@@ -230,7 +230,11 @@ def _reject_sink(name: str, path: Path | None) -> Iterator[Callable[[int, str], 
     if path is None:
         yield lambda line, reason: err.print(f"{name}:{line}: {reason}", markup=False)
         return
-    with path.open("w", encoding="utf-8") as fh:
+    try:
+        fh = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--rejects: cannot write {path}: {exc.strerror}")
+    with fh:
         yield lambda line, reason: fh.write(json.dumps({"line": line, "error": reason}) + "\n")
 
 

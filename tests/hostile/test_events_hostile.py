@@ -313,6 +313,14 @@ def test_rejects_go_to_a_file_as_jsonl(template: Template, store: str) -> None:
     assert stored_event_ids(store) == GOOD_IDS
 
 
+def test_a_rejects_file_that_cannot_be_written_names_the_option(template: Template, store: str) -> None:
+    Path("ev.jsonl").write_bytes(build(Case("r", "jsonl", conv(value=-1)), template))
+    result = runner.invoke(app, ["ingest", "ev.jsonl", "--db", store, "--rejects", "no/such/dir/r.jsonl"])
+    assert result.exit_code == 1
+    assert_names(result.output, "--rejects", "no/such/dir/r.jsonl")
+    assert_no_traceback(result.output)
+
+
 def test_rejections_stream_in_line_order_and_the_summary_keeps_only_the_first(template: Template, store: str
                                                                               ) -> None:
     """1M bad rows once took 340 MB: the summary now keeps 100 and counts the rest."""
