@@ -26,9 +26,9 @@ import numpy as np
 from engine.config import EngineConfig, load_config
 from engine.decide import Decider
 from engine.decision import Decision
-from engine.events import Event, RawRow
+from engine.events import Event, InputFormat, RawRow
 from engine.health import StoreHealth
-from engine.intake import IngestSummary, Intake, Progress
+from engine.intake import KEPT_REJECTIONS, IngestSummary, Intake, Progress, Reject
 from engine.loader import load_specs
 from engine.snapshot import Live, Snapshot, UnknownExperimentError, stats_for
 from engine.spec import ExperimentSpec
@@ -178,14 +178,18 @@ class Engine:
         Raises `EventError` with the reason for an invalid event."""
         return self.intake.record(event)
 
-    def ingest(self, events: Iterable[Mapping[str, Any] | Event | RawRow],
-               progress: Progress | None = None) -> IngestSummary:
-        """Apply events in chunks of one transaction each; bad events are reported by line and
+    def ingest(self, events: Iterable[Mapping[str, Any] | Event | RawRow], progress: Progress | None = None,
+               on_reject: Reject | None = None, keep_rejected: int | None = None) -> IngestSummary:
+        """Apply events in chunks of one transaction each; bad events are reported by line (to
+        `on_reject` as found, and in the summary: the first `keep_rejected`, all if None) and
         skipped, good ones kept."""
-        return self.intake.ingest(events, progress)
+        return self.intake.ingest(events, progress, on_reject, keep_rejected)
 
-    def ingest_file(self, path: Path, progress: Progress | None = None) -> IngestSummary:
-        return self.intake.ingest_file(path, progress)
+    def ingest_file(self, path: Path, progress: Progress | None = None, on_reject: Reject | None = None,
+                    fmt: InputFormat | None = None, keep_rejected: int | None = KEPT_REJECTIONS) -> IngestSummary:
+        """Ingest a JSONL or CSV file, or standard input for `-`. The summary keeps the first
+        `keep_rejected` rejections (and counts them all); `on_reject` sees every one."""
+        return self.intake.ingest_file(path, progress, on_reject, fmt, keep_rejected)
 
     # -- reports -----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from engine.api import Engine, UnknownExperimentError, UnsafeChangeError
 from engine.config import ConfigError, load_config
 from engine.db import StoreError
-from engine.events import EventError, reject_json_constant
+from engine.events import EventError
 from engine.loader import SpecError, load_specs
 from engine.spec import Correction, ExperimentSpec
 
@@ -173,35 +173,90 @@ def record(
     db: DbOption = None,
 ) -> None:
     """Record one outcome event (idempotent on event_id)."""
+    from engine.events import parse_json
+
     with errors(), Engine.open(db) as engine:
-        try:
-            raw = json.loads(event, parse_constant=reject_json_constant)
-        except ValueError as exc:
-            raise EventError(f"malformed JSON: {exc}") from None
-        new = engine.record(raw)
+        new = engine.record(parse_json(event))
     err.print("recorded" if new else "duplicate: already recorded, not counted again", markup=False)
 
 
-@app.command()
+class InputFormatChoice(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+EXIT_REJECTED = 1
+
+
+@app.command(epilog="Exit 0 when rows were stored or already there; 1 when every row was rejected "
+                    "(nothing accepted), or with --strict when any row was rejected.")
 def ingest(
-    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events; - (or a pipe) reads stdin.")],
+    input_format: Annotated[InputFormatChoice | None, typer.Option(
+        "--input-format", help="jsonl or csv (default: by suffix: .csv; .jsonl, .ndjson, .json; "
+                               "else jsonl if the first non-blank byte is {, else csv).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any row was rejected.")] = False,
+    rejects: Annotated[Path | None, typer.Option(
+        "--rejects", dir_okay=False, help="Write rejected rows to FILE as JSONL {line, error} instead of stderr.")
+    ] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format", help="Summary as text or json.")] = DecideFormat.TEXT,
     db: DbOption = None,
 ) -> None:
-    """Import events; bad rows are reported with their line and skipped, good rows kept."""
-    with errors(), Engine.open(db) as engine:
-        total = sum(1 for _ in file.open(encoding="utf-8"))
-        with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
-                      disable=not err.is_terminal, transient=True) as bar:
-            task = bar.add_task("ingest", total=total)
-            summary = engine.ingest_file(file, progress=lambda n: bar.advance(task, n))
-    for line, reason in summary.rejected:
-        err.print(f"{file}:{line}: {reason}", markup=False)
+    """Import events; bad rows are reported as FILE:LINE: reason and skipped, good rows kept.
+
+    The file is read once, so pipes work. Rejections are reported as they are found; the JSON
+    summary lists the first 100 and counts them all (rejected_count)."""
+    from engine.events import STDIN, EventFileError
+
+    name = "<stdin>" if file == STDIN else str(file)
+    if file != STDIN and (not file.exists() or file.is_dir()):
+        fail(f"FILE: {name} is {'a directory' if file.is_dir() else 'not there'}",
+             "name a JSONL or CSV file, or - to read standard input", code=EXIT_INVALID)
+    bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
+                   disable=not err.is_terminal, transient=True)
+    with errors(), Engine.open(db) as engine, _reject_sink(name, rejects) as on_reject, bar:
+        task = bar.add_task("ingest", total=_count_lines(file))
+        try:
+            summary = engine.ingest_file(file, progress=lambda n: bar.advance(task, n), on_reject=on_reject,
+                                         fmt=input_format.value if input_format else None)
+        except EventFileError as exc:
+            fail(f"{name}:{exc.line}: {exc.reason}", "nothing was ingested from this file")
     if fmt is DecideFormat.JSON:
         print_json(summary.to_dict())
     else:
         out.print(f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
-                  f"{len(summary.rejected)} rejected", markup=False)
+                  f"{summary.rejected_count} rejected", markup=False)
+    good = summary.accepted + summary.duplicates + summary.spooled
+    if summary.rejected_count and not good:
+        fail(f"nothing accepted: all {summary.rejected_count} row(s) were rejected", code=EXIT_REJECTED)
+    if summary.rejected_count and strict:
+        fail(f"{summary.rejected_count} row(s) rejected (--strict)", code=EXIT_REJECTED)
+
+
+@contextmanager
+def _reject_sink(name: str, path: Path | None) -> Iterator[Callable[[int, str], None]]:
+    """Where rejections go as they are found: `NAME:LINE: reason` lines on stderr, or JSONL to `path`."""
+    if path is None:
+        yield lambda line, reason: err.print(f"{name}:{line}: {reason}", markup=False)
+        return
+    try:
+        fh = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--rejects: cannot write {path}: {exc.strerror}")
+    with fh:
+        yield lambda line, reason: fh.write(json.dumps({"line": line, "error": reason}) + "\n")
+
+
+def _count_lines(path: Path) -> int | None:
+    """Lines of a regular file, for the progress bar; None for a stream, which is read only once."""
+    import stat
+
+    from engine.events import STDIN
+
+    if path == STDIN or not stat.S_ISREG(path.stat().st_mode):
+        return None
+    with path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
 
 def _reports(engine: Engine, experiments: list[str] | None) -> list[Any]:

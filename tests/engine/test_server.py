@@ -243,3 +243,16 @@ def test_openapi_declares_every_request_body(client: TestClient) -> None:
     assert schemas["DecideRequest"]["required"] == ["unit"]
     assert schemas["BatchDecideRequest"]["properties"]["units"]["maxItems"] == 10_000
     assert schemas["EventsRequest"]["properties"]["events"]["items"]["required"] == ["event_id", "experiment"]
+def test_an_event_whose_ts_overflows_utc_is_rejected_alone(client: TestClient) -> None:
+    """9999-12-31T23:59:59-01:00 is past year 9999 in UTC: it once failed the whole batch with a 500."""
+    events = [{"event_id": "x1", "type": "exposure", "experiment": "landing", "unit": "u1", "arm": "control"},
+              {"event_id": "x2", "type": "exposure", "experiment": "landing", "unit": "u2", "arm": "control",
+               "ts": "9999-12-31T23:59:59-01:00"},
+              {"event_id": "x3", "type": "exposure", "experiment": "landing", "unit": "u3", "arm": "curated",
+               "decision_id": "bad\u0000id"},
+              {"event_id": "x4", "type": "exposure", "experiment": "landing", "unit": "u4", "arm": "curated"}]
+    r = client.post("/v1/events", json={"events": events}, headers=DECIDE)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["accepted"] == 2
+    assert [(x["index"], x["error"].split(":")[0]) for x in answer["rejected"]] == [(1, "ts"), (2, "decision_id")]
