@@ -11,6 +11,7 @@ Conversions are reported back in batches, as a service would.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from engine.report import Report, build_report
 from engine.spec import ExperimentSpec, MetricType, Status
 from policies.simulation.population import Population, PopulationModel, SegmentProfile, draw_population
 
+# Stamped in the SQLite header of every demo store (`PRAGMA application_id`, "cprd"): `demo`
+# replaces an existing --out file only if it carries this stamp, unless forced.
+DEMO_APPLICATION_ID = 0x63707264
 REVENUE_SIGMA = 0.5
 FEEDBACK_EVERY = 1000  # users between two batches of reported conversions
 
@@ -94,18 +98,39 @@ def draw_segments(raw: dict[str, Any], specs: list[ExperimentSpec], truth: dict[
     return DemoSegments(population, contexts, {k: m.rates for k, m in models.items()})
 
 
-def _fresh(path: Path) -> None:
+def is_demo_store(path: Path) -> bool:
+    """Whether `path` is a SQLite file stamped as a demo store (read from its header only)."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    return (len(header) == 100 and header.startswith(b"SQLite format 3\x00")
+            and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID)
+
+
+def _fresh(path: Path, force: bool) -> None:
+    """Remove a previous demo store at `path` and stamp a new, empty one. Anything else there
+    (a populated store, any other file) is refused unless `force`."""
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a directory; name the demo's SQLite file")
+    if path.exists() and not force and not is_demo_store(path):
+        raise ValueError(f"--out {path}: exists and is not a demo store; refusing to replace it "
+                         "(choose another --out, or pass --force to replace it)")
     for suffix in ("", "-wal", "-shm", ".write-lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if not path.parent.is_dir():
+        raise ValueError(f"--out {path}: directory {path.parent} does not exist")
+    with sqlite3.connect(path) as stamp:
+        stamp.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+    stamp.close()
 
 
 def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: int | None = None,
-             seed: int | None = None, notice: Callable[[str], None] = lambda _: None) -> DemoResult:
+             seed: int | None = None, force: bool = False,
+             notice: Callable[[str], None] = lambda _: None) -> DemoResult:
     truth = load_truth(config_path)
     seed = int(truth.get("seed", 0)) if seed is None else seed
     users = int(truth.get("users", 50_000)) if users is None else users
     rng = np.random.default_rng(seed)
-    _fresh(db_path)
+    _fresh(db_path, force)
     notice(f"demo database: {db_path.resolve()}")
     opt_in = {str(k): float(v) for k, v in truth.get("channels_opt_in", {}).items()}
 
