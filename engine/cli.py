@@ -98,8 +98,9 @@ def user_error(exc: BaseException) -> UserError | None:
     if isinstance(exc, _loaded("pydantic", "ValidationError")):
         return UserError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
                                    for e in exc.errors(include_url=False)))
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return UserError(f"{exc.filename}: {exc.strerror or exc}", "check the path and its permissions")
+    if isinstance(exc, OSError):  # the file system said no: a path to fix, not a bug
+        where = f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc)
+        return UserError(where, "check the path and its permissions")
     if isinstance(exc, ValueError):  # the engine's convention for a bad value it was given
         return UserError(redact_text(str(exc)))
     return None
@@ -212,6 +213,12 @@ def _text_option(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [check_text(v) for v in value]
     return check_text(value) if isinstance(value, str) else value
+
+
+def _unit_option(value: str) -> str:
+    if not value:
+        raise typer.BadParameter("must not be empty")
+    return check_text(value)
 
 
 def finite_in(low: float, high: float) -> Callable[[Any], Any]:
@@ -335,7 +342,7 @@ def parse_context(pairs: list[str]) -> dict[str, Any]:
 @app.command()
 def decide(
     experiment: ExperimentArg,
-    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.", callback=_text_option)],
+    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.", callback=_unit_option)],
     context: Annotated[list[str] | None, typer.Option("--context", help="key=value; repeatable.",
                                                       callback=_text_option)] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,

@@ -88,6 +88,13 @@ _KNOWN_FAULTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, password-free: a driver's later lines quote the
+    statement and its parameters."""
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)
+
+
 def store_error(exc: BaseException, url: str) -> StoreError | None:
     """The `StoreError` a driver's error `exc` means for the store at `url`, or None if `exc`
     is not a database error. The message holds the driver's first line only: never the
@@ -96,7 +103,7 @@ def store_error(exc: BaseException, url: str) -> StoreError | None:
         return exc
     if not isinstance(exc, DBAPIError):
         return None
-    reason = redact_text(str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__)
+    reason = first_line(exc.orig)
     lowered = reason.lower()
     if "database is locked" in lowered or "database table is locked" in lowered:
         return StoreLockedError(busy_timeout())
@@ -126,7 +133,7 @@ class SqliteWriteLock:
     def __init__(self, database: str | None, timeout: float) -> None:
         self._threads = threading.Lock()
         self._timeout = timeout
-        self._file = None if database in (None, "", ":memory:") else open(f"{database}.write-lock", "a")  # noqa: SIM115
+        self._file = None if database is None else open(f"{database}.write-lock", "a")  # noqa: SIM115
 
     def __enter__(self) -> None:
         deadline = time.monotonic() + self._timeout
@@ -158,8 +165,9 @@ def create_engine(url: str) -> SAEngine:
     try:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
-        if backend == "sqlite":
-            _check_sqlite_path(parsed.database, shown)
+        database = _sqlite_file(parsed.database) if backend == "sqlite" else None
+        if database is not None:
+            _check_sqlite_path(database, shown)
         sa = (sa_create_engine(url, hide_parameters=True,
                                connect_args={"check_same_thread": False, "timeout": timeout})
               if backend == "sqlite" else
@@ -168,12 +176,12 @@ def create_engine(url: str) -> SAEngine:
     except StoreError:
         raise
     except Exception as exc:  # sqlalchemy raises several kinds for a bad URL or missing driver
-        raise StoreError(f"invalid database URL {shown}: {redact_text(str(exc))}",
+        raise StoreError(f"invalid database URL {shown}: {first_line(exc)}",
                          "use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
     if backend == "sqlite":
         _tune_sqlite(sa, timeout)
         try:
-            _WRITE_LOCKS[sa] = SqliteWriteLock(parsed.database, timeout)
+            _WRITE_LOCKS[sa] = SqliteWriteLock(database, timeout)
         except OSError as exc:
             raise StoreError(f"cannot open the store {shown}: {exc.strerror} ({exc.filename})",
                              "the store's directory must be writable (SQLite keeps a lock file beside it)") from None
@@ -181,16 +189,24 @@ def create_engine(url: str) -> SAEngine:
         SQLModel.metadata.create_all(sa)
     except Exception as exc:
         raise store_error(exc, url) or StoreError(
-            f"cannot open the store {shown}: {redact_text(str(exc).splitlines()[0])}",
+            f"cannot open the store {shown}: {first_line(exc)}",
             "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up") from None
     return sa
 
 
-def _check_sqlite_path(database: str | None, shown: str) -> None:
+def _sqlite_file(database: str | None) -> str | None:
+    """The file behind a SQLite URL's database (a `file:` URI names one too); None in memory."""
+    if database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        path = database.removeprefix("file:").partition("?")[0]
+        return None if path in ("", ":memory:") else path
+    return database
+
+
+def _check_sqlite_path(database: str, shown: str) -> None:
     """A SQLite file path whose directory is missing, or that names a directory, is the user's
     mistake, not an invalid URL: say which."""
-    if database in (None, "", ":memory:") or database.startswith("file:"):
-        return
     path = Path(database)
     if path.is_dir():
         raise StoreError(f"cannot open the store {shown}: {path} is a directory", "name a file, e.g. sqlite:///app.db")

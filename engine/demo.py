@@ -106,18 +106,22 @@ def is_demo_store(path: Path) -> bool:
             and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID)
 
 
-def _fresh(path: Path, force: bool) -> None:
-    """Remove a previous demo store at `path` and stamp a new, empty one. Anything else there
-    (a populated store, any other file) is refused unless `force`."""
+def check_out(path: Path, force: bool) -> None:
+    """Refuse `path` as the demo's store unless it is free, a previous demo store, or `force`:
+    anything else there (a populated store, any other file) is not the demo's to replace."""
     if path.is_dir():
         raise ValueError(f"--out {path}: is a directory; name the demo's SQLite file")
+    if not path.parent.is_dir():
+        raise ValueError(f"--out {path}: directory {path.parent} does not exist")
     if path.exists() and not force and not is_demo_store(path):
         raise ValueError(f"--out {path}: exists and is not a demo store; refusing to replace it "
                          "(choose another --out, or pass --force to replace it)")
+
+
+def _fresh(path: Path) -> None:
+    """Remove the previous demo store at `path` (see `check_out`) and stamp a new, empty one."""
     for suffix in ("", "-wal", "-shm", ".write-lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    if not path.parent.is_dir():
-        raise ValueError(f"--out {path}: directory {path.parent} does not exist")
     with sqlite3.connect(path) as stamp:
         stamp.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
     stamp.close()
@@ -126,11 +130,12 @@ def _fresh(path: Path, force: bool) -> None:
 def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: int | None = None,
              seed: int | None = None, force: bool = False,
              notice: Callable[[str], None] = lambda _: None) -> DemoResult:
+    check_out(db_path, force)
     truth = load_truth(config_path)
     seed = int(truth.get("seed", 0)) if seed is None else seed
     users = int(truth.get("users", 50_000)) if users is None else users
     rng = np.random.default_rng(seed)
-    _fresh(db_path, force)
+    _fresh(db_path)
     notice(f"demo database: {db_path.resolve()}")
     opt_in = {str(k): float(v) for k, v in truth.get("channels_opt_in", {}).items()}
 

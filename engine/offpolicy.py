@@ -279,6 +279,9 @@ def export_log(store: Store, spec: ExperimentSpec, out: Path) -> int:
     attributes = sorted({k for r in store.decision_log(spec.key, spec.traffic.phase) if r.context_json
                          for k in json.loads(r.context_json)})
     revenue = spec.metric.type is MetricType.REVENUE
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would say "File exists", which names no problem
+        raise ValueError(f"--out {out}: {blocking} is a file, not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with out.open("w", encoding="utf-8", newline="") as fh:
