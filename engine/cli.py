@@ -62,12 +62,14 @@ _store_url: str | None = None  # the store the running command opened, for error
 
 
 class UserError(Exception):
-    """An error the user can fix: printed as `error: message` and `hint: hint`, exit `code`."""
+    """An error the user can fix: printed as `error: message` and `hint: hint`, exit `code`.
+    `located` messages are already `file:line:col: ...` lines and are printed as they are."""
 
-    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR) -> None:
+    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR, *, located: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
         self.code = code
+        self.located = located
 
 
 def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
@@ -86,7 +88,7 @@ def user_error(exc: BaseException) -> UserError | None:
     if isinstance(exc, UserError):
         return exc
     if isinstance(exc, _loaded("engine.loader", "SpecError")):
-        return UserError("\n".join(str(p) for p in exc.problems), code=EXIT_INVALID)
+        return UserError("\n".join(str(p) for p in exc.problems), code=EXIT_INVALID, located=True)
     if isinstance(exc, _loaded("policies.stats.planning", "PlanningError")):
         return UserError(f"--{exc.field}: {exc.reason}", "see 'crosspromo sample-size --help'", EXIT_INVALID)
     db = sys.modules.get("engine.db")
@@ -107,7 +109,7 @@ def user_error(exc: BaseException) -> UserError | None:
 
 
 def _say(error: UserError) -> None:
-    err.print(f"error: {error}", markup=False)
+    err.print(str(error) if error.located else f"error: {error}", markup=False)
     if error.hint:
         err.print(f"hint: {error.hint}", markup=False)
 
@@ -121,11 +123,24 @@ def log_path() -> Path:
 
 
 class _LogFile(logging.FileHandler):
-    """A log file opened (and its directory made) on the first record only."""
+    """A log file opened (and its directory made) on the first record only. A record it cannot
+    write is dropped quietly: logging's default prints a traceback to stderr."""
 
     def _open(self) -> Any:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.failed = False
+        try:
+            super().emit(record)
+        except OSError:  # opening the file is outside logging's own error handling
+            self.failed = True
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
 
 
 def _configure_log() -> None:
@@ -153,11 +168,10 @@ def internal_error(exc: BaseException, command: str) -> UserError:
     """Log `exc` with its traceback under a fresh id; the one line the user sees names the id."""
     incident = uuid.uuid4().hex[:8]
     details = redact_text("".join(traceback.format_exception(exc)))
-    try:
-        log.error("internal error %s in `crosspromo %s`:\n%s", incident, command, details)
-        where = f"details in the log {log_path()}"
-    except Exception:  # an unwritable log must not hide the error itself
-        where = f"set {DEBUG_ENV}=1 to see the details"
+    log.error("internal error %s in `crosspromo %s`:\n%s", incident, command, details)
+    logged = not any(getattr(h, "failed", False) for h in log.handlers)
+    where = (f"details in the log {log_path()}" if logged
+             else f"the log {log_path()} cannot be written; set {DEBUG_ENV}=1 to see the details")
     return UserError(f"internal error (id {incident}); {where}",
                      "this is a bug in crosspromo: please report it with that log entry", EXIT_INTERNAL)
 
@@ -179,8 +193,6 @@ class GuardedGroup(TyperGroup):
                 command = exc.ctx.command_path if exc.ctx is not None else "crosspromo"
                 _say(UserError(exc.format_message(), f"see '{command} --help'", exc.exit_code))
                 raise typer.Exit(exc.exit_code) from None
-            except KeyboardInterrupt:
-                raise
             except Exception as exc:
                 error = user_error(exc) or internal_error(exc, ctx.invoked_subcommand or "")
                 _say(error)

@@ -291,3 +291,14 @@ def test_demo_refuses_to_replace_a_store_that_is_not_a_demo_unless_forced(
     assert run("demo", "--users", "200", "--out", str(store), "--force").exit_code == 0
     with sqlite3.connect(store) as conn:
         assert conn.execute("SELECT count(*) FROM decisions WHERE unit = 'precious-unit'").fetchone() == (0,)
+
+
+def test_an_unwritable_log_still_gives_one_line(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.loader
+
+    (workdir / "afile").write_text("")
+    monkeypatch.setenv("CROSSPROMO_LOG_FILE", str(workdir / "afile" / "crosspromo.log"))  # under a file
+    monkeypatch.setattr(engine.loader, "load_specs", lambda paths: 1 / 0)
+    result = run("validate")
+    assert result.exit_code == 70 and "cannot be written" in result.output and "CROSSPROMO_DEBUG=1" in result.output
+    assert "Traceback" not in result.output and "Logging error" not in result.output

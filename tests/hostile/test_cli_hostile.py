@@ -31,7 +31,7 @@ EVAL = ["evaluate", "log.csv", "--experiment", "channels"]
 CASES: list[tuple[str, list[str], int, list[str]]] = [
     # validate / apply
     ("validate-missing-path", ["validate", "nope"], 1, ["nope", "no such file"]),
-    ("validate-not-a-mapping", ["validate", "afile"], 2, ["afile:1:1"]),
+    ("validate-path-is-missing-file", ["validate", "experiments/nope.yaml"], 1, ["experiments/nope.yaml"]),
     ("apply-missing-path", ["apply", "nope"], 1, ["nope"]),
     # decide
     ("decide-no-unit", ["decide", "landing"], 2, ["--unit"]),
@@ -55,6 +55,7 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("ingest-missing-file", ["ingest", "nope.jsonl"], 2, ["nope.jsonl"]),
     ("ingest-directory", ["ingest", "adir"], 2, ["adir", "directory"]),
     # report / winners
+    ("report-nul-experiment", ["report", "land\x00ing"], 2, ["experiments", "NUL"]),
     ("report-unknown-experiment", ["report", "nope"], 1, ["unknown experiment 'nope'"]),
     ("report-bad-format", ["report", "--format", "pdf"], 2, ["--format"]),
     ("report-plot-is-a-file", ["report", "landing", "--plot", "afile"], 2, ["--plot", "afile"]),
