@@ -1,25 +1,206 @@
-"""The `crosspromo` command line. Data goes to stdout, notices and progress to stderr."""
+"""The `crosspromo` command line. Data goes to stdout, notices and progress to stderr.
+
+Every command runs inside one error boundary (`GuardedGroup.invoke`): a user error prints
+`error: ...` and a `hint: ...` and exits with its code, never a traceback; an unexpected
+exception prints `error: internal error (id X)` and the traceback goes, with the id, to the
+log file (`CROSSPROMO_LOG_FILE`, default `$XDG_STATE_HOME/crosspromo/crosspromo.log`; also
+to stderr with `CROSSPROMO_DEBUG=1`). Warnings from libraries go to that log, not the user.
+
+Exit codes: 0 success; 1 error (unknown experiment, unsafe change, bad file or value);
+2 invalid input (experiment files, command-line arguments); 3 SRM with `--fail-on-srm`;
+4 the store cannot be used (unreachable, locked by another writer, read-only, corrupted,
+bad URL); 70 internal error.
+
+Start time matters (`--help`, `validate`): this module imports no store, analysis, plotting
+or server code at the top; each command imports what it uses.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import traceback
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from typer.core import TyperGroup
 
-from engine.api import Engine, UnknownExperimentError, UnsafeChangeError
-from engine.config import ConfigError, load_config
-from engine.db import StoreError
-from engine.events import EventError
-from engine.loader import SpecError, load_specs
-from engine.spec import Correction, ExperimentSpec
+from engine.config import load_config
+from engine.redact import redact_text, redact_url
+
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import UsageError  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from engine.api import Engine
+    from engine.spec import ExperimentSpec
+
+# Piped output is not cut at 80 columns: wide tables stay whole in files and CI logs.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_SRM = 3
+EXIT_STORE = 4
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
+LOG_FILE_ENV = "CROSSPROMO_LOG_FILE"
+DEBUG_ENV = "CROSSPROMO_DEBUG"
+
+log = logging.getLogger("crosspromo.cli")
+_store_url: str | None = None  # the store the running command opened, for error messages
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as `error: message` and `hint: hint`, exit `code`.
+    `located` messages are already `file:line:col: ...` lines and are printed as they are."""
+
+    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR, *, located: bool = False) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.code = code
+        self.located = located
+
+
+def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
+    raise UserError(message, hint, code)
+
+
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes `names` of `module` if that module is loaded, else () (matches nothing):
+    an error cannot come from a module that was never imported, so the boundary stays light."""
+    loaded = sys.modules.get(module)
+    return tuple(getattr(loaded, n) for n in names) if loaded is not None else ()
+
+
+def user_error(exc: BaseException) -> UserError | None:
+    """What `exc` means for the user, or None if it is unexpected (a bug)."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, _loaded("engine.config", "ConfigError")):
+        return UserError("\nerror: ".join(map(str, exc.problems)), exc.hint, EXIT_INVALID)
+    if isinstance(exc, _loaded("engine.loader", "SpecError")):
+        return UserError("\n".join(str(p) for p in exc.problems), code=EXIT_INVALID, located=True)
+    if isinstance(exc, _loaded("policies.stats.planning", "PlanningError")):
+        return UserError(f"--{exc.field}: {exc.reason}", "see 'crosspromo sample-size --help'", EXIT_INVALID)
+    db = sys.modules.get("engine.db")
+    store = db.store_error(exc, _store_url or "") if db is not None else None
+    if store is not None:
+        return UserError(str(store), store.hint, EXIT_STORE)
+    if isinstance(exc, _loaded("engine.api", "UnknownExperimentError", "UnsafeChangeError")):
+        return UserError(str(exc), exc.hint)
+    if isinstance(exc, _loaded("pydantic", "ValidationError")):
+        return UserError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                                   for e in exc.errors(include_url=False)))
+    if isinstance(exc, OSError):  # the file system said no: a path to fix, not a bug
+        where = f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc)
+        return UserError(where, "check the path and its permissions")
+    if isinstance(exc, ValueError):  # the engine's convention for a bad value it was given
+        return UserError(redact_text(str(exc)))
+    return None
+
+
+def _say(error: UserError) -> None:
+    err.print(str(error) if error.located else f"error: {error}", markup=False)
+    if error.hint:
+        err.print(f"hint: {error.hint}", markup=False)
+
+
+def log_path() -> Path:
+    """Where internal errors and library warnings are logged."""
+    if os.environ.get(LOG_FILE_ENV):
+        return Path(os.environ[LOG_FILE_ENV])
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "crosspromo" / "crosspromo.log"
+
+
+class _LogFile(logging.FileHandler):
+    """A log file opened (and its directory made) on the first record only. A record it cannot
+    write is dropped quietly: logging's default prints a traceback to stderr."""
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.failed = False
+        try:
+            super().emit(record)
+        except OSError:  # opening the file is outside logging's own error handling
+            self.failed = True
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+
+
+def _configure_log() -> None:
+    path = str(log_path().absolute())
+    if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
+        return
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = _LogFile(path, delay=True, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if os.environ.get(DEBUG_ENV) == "1":
+        log.addHandler(logging.StreamHandler(sys.stderr))
+    log.setLevel(logging.INFO)
+    log.propagate = False  # nothing of this logger reaches the user's terminal by default
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    log.warning("%s", redact_text(warnings.formatwarning(message, category, filename, lineno, line).strip()))
+
+
+def internal_error(exc: BaseException, command: str) -> UserError:
+    """Log `exc` with its traceback under a fresh id; the one line the user sees names the id."""
+    incident = uuid.uuid4().hex[:8]
+    details = redact_text("".join(traceback.format_exception(exc)))
+    log.error("internal error %s in `crosspromo %s`:\n%s", incident, command, details)
+    logged = not any(getattr(h, "failed", False) for h in log.handlers)
+    where = (f"details in the log {log_path()}" if logged
+             else f"the log {log_path()} cannot be written; set {DEBUG_ENV}=1 to see the details")
+    return UserError(f"internal error (id {incident}); {where}",
+                     "this is a bug in crosspromo: please report it with that log entry", EXIT_INTERNAL)
+
+
+class GuardedGroup(TyperGroup):
+    """The CLI's one error boundary: every command, and its argument parsing, runs in `invoke`."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        global _store_url
+        _store_url = None
+        _configure_log()
+        with warnings.catch_warnings():
+            warnings.showwarning = _log_warning
+            try:
+                return super().invoke(ctx)
+            except (typer.Exit, typer.Abort):
+                raise
+            except UsageError as exc:
+                command = exc.ctx.command_path if exc.ctx is not None else "crosspromo"
+                _say(UserError(exc.format_message(), f"see '{command} --help'", exc.exit_code))
+                raise typer.Exit(exc.exit_code) from None
+            except Exception as exc:
+                error = user_error(exc) or internal_error(exc, ctx.invoked_subcommand or "")
+                _say(error)
+                raise typer.Exit(error.code) from None
+
 
 app = typer.Typer(
     name="crosspromo",
@@ -27,13 +208,42 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=GuardedGroup,
 )
-# Piped output is not cut at 80 columns: wide tables stay whole in files and CI logs.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_INVALID = 2
-EXIT_SRM = 3
+
+def check_text(value: str) -> str:
+    """Text the store can hold: UTF-8 (the shell may pass undecodable bytes) and no NUL."""
+    if "\x00" in value:
+        raise typer.BadParameter("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise typer.BadParameter(f"not valid UTF-8 (undecodable byte at position {exc.start})") from None
+    return value
+
+
+def _text_option(value: Any) -> Any:
+    """Option callback: `check_text` on a value or on each value of a list."""
+    if isinstance(value, list | tuple):
+        return [check_text(v) for v in value]
+    return check_text(value) if isinstance(value, str) else value
+
+
+def _unit_option(value: str) -> str:
+    if not value:
+        raise typer.BadParameter("must not be empty")
+    return check_text(value)
+
+
+def finite_in(low: float, high: float) -> Callable[[Any], Any]:
+    """Option callback: a finite number in [low, high] (click's ranges let NaN through), and
+    one message for every range: the allowed one."""
+    def check(value: Any) -> Any:
+        if value is not None and not low <= value <= high:  # False for NaN
+            raise typer.BadParameter(f"must be a number in [{low:g}, {high:g}], got {value}")
+        return value
+    return check
 
 
 class Format(StrEnum):
@@ -47,41 +257,37 @@ class DecideFormat(StrEnum):
     JSON = "json"
 
 
+class CorrectionChoice(StrEnum):
+    """The values of engine.spec.Correction (a test keeps them equal): `--help` must not load
+    the experiment model."""
+
+    HOLM = "holm"
+    BH = "bh"
+    BONFERRONI = "bonferroni"
+    NONE = "none"
+
+
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL [default: CROSSPROMO_DATABASE_URL, then configs/engine.yaml]."),
+    typer.Option("--db", help="Database URL [default: CROSSPROMO_DATABASE_URL, then configs/engine.yaml].",
+                 callback=_text_option),
 ]
 PathsArg = Annotated[
     list[Path] | None, typer.Argument(help="Experiment files or directories [default: experiments/].")
 ]
+ExperimentArg = Annotated[str, typer.Argument(help="Experiment key.", callback=_text_option)]
+ExperimentsArg = Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].",
+                                                            callback=_text_option)]
+Seed = Annotated[int, typer.Option(min=0, help="Seed (>= 0).")]
 
 
-def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
-    err.print(f"error: {message}", markup=False)
-    if hint:
-        err.print(f"hint: {hint}", markup=False)
-    raise typer.Exit(code)
+def open_engine(db: str | None) -> Engine:
+    """The engine on the store at `db` (default: the configured one), remembered for errors."""
+    global _store_url
+    from engine.api import Engine
 
-
-@contextmanager
-def errors() -> Iterator[None]:
-    """Turn the engine's errors into `error: ...` lines and exit codes, never a traceback."""
-    try:
-        yield
-    except ConfigError as exc:
-        fail("\nerror: ".join(map(str, exc.problems)), exc.hint, EXIT_INVALID)
-    except SpecError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False)
-        raise typer.Exit(EXIT_INVALID) from None
-    except UnknownExperimentError as exc:
-        fail(str(exc), exc.hint)
-    except UnsafeChangeError as exc:
-        fail(str(exc), exc.hint)
-    except StoreError as exc:
-        fail(str(exc), exc.hint)
-    except (EventError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    _store_url = db or load_config().database_url
+    return Engine.open(_store_url)
 
 
 def default_paths(paths: list[Path] | None) -> list[Path]:
@@ -90,6 +296,8 @@ def default_paths(paths: list[Path] | None) -> list[Path]:
 
 def declared_spec(key: str, paths: list[Path] | None) -> ExperimentSpec:
     """The experiment `key` as declared in the YAML files (not the store)."""
+    from engine.loader import load_specs
+
     specs = {s.key: s for s in load_specs(default_paths(paths))}
     if key not in specs:
         raise ValueError(f"no experiment {key!r} in {', '.join(map(str, default_paths(paths)))}")
@@ -103,16 +311,17 @@ def print_json(data: Any) -> None:
 @app.command()
 def validate(paths: PathsArg = None) -> None:
     """Check experiment files; exit 2 with one `file:line:col: field: message` line per problem."""
-    with errors():
-        failed: SpecError | None = None
-        try:
-            specs = load_specs(default_paths(paths))
-        except SpecError as exc:  # the valid files are still reported as such
-            specs, failed = exc.valid, exc
-        if specs or not failed:
-            err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
-        if failed:
-            raise failed
+    from engine.loader import SpecError, load_specs
+
+    failed: SpecError | None = None
+    try:
+        specs = load_specs(default_paths(paths))
+    except SpecError as exc:  # the valid files are still reported as such
+        specs, failed = exc.valid, exc
+    if specs or not failed:
+        err.print(f"{len(specs)} experiment(s) valid: {', '.join(s.key for s in specs)}", markup=False)
+    if failed:
+        raise failed
 
 
 @app.command()
@@ -122,7 +331,9 @@ def apply(
     db: DbOption = None,
 ) -> None:
     """Create or update experiments from YAML. Unsafe changes to running A/B tests exit 1."""
-    with errors(), Engine.open(db) as engine:
+    from engine.api import UnsafeChangeError
+
+    with open_engine(db) as engine:
         try:
             plan = engine.apply(default_paths(paths), dry_run=dry_run)
         except UnsafeChangeError as exc:
@@ -136,7 +347,8 @@ def apply(
                 out.print(f"          refused: {item.reason}", markup=False)
         if plan.refused:
             fail(f"{len(plan.refused)} unsafe change(s); nothing applied", plan.refused[0].hint)
-        err.print("dry run: nothing applied" if dry_run else f"applied to {engine.store.url}", markup=False)
+        err.print("dry run: nothing applied" if dry_run else f"applied to {redact_url(engine.store.url)}",
+                  markup=False)
 
 
 def parse_context(pairs: list[str]) -> dict[str, Any]:
@@ -151,14 +363,15 @@ def parse_context(pairs: list[str]) -> dict[str, Any]:
 
 @app.command()
 def decide(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
-    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.")],
-    context: Annotated[list[str] | None, typer.Option("--context", help="key=value; repeatable.")] = None,
+    experiment: ExperimentArg,
+    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.", callback=_unit_option)],
+    context: Annotated[list[str] | None, typer.Option("--context", help="key=value; repeatable.",
+                                                      callback=_text_option)] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
     db: DbOption = None,
 ) -> None:
     """Ask which arm and channel to use for a unit (logs the exposure)."""
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         d = engine.decide(experiment, unit, parse_context(context or []))
     if fmt is DecideFormat.JSON:
         print_json(d.to_dict())
@@ -169,13 +382,14 @@ def decide(
 
 @app.command()
 def record(
-    event: Annotated[str, typer.Argument(help='One event as JSON, e.g. \'{"event_id": "e1", ...}\'.')],
+    event: Annotated[str, typer.Argument(help='One event as JSON, e.g. \'{"event_id": "e1", ...}\'.',
+                                         callback=_text_option)],
     db: DbOption = None,
 ) -> None:
     """Record one outcome event (idempotent on event_id)."""
     from engine.events import parse_json
 
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         new = engine.record(parse_json(event))
     err.print("recorded" if new else "duplicate: already recorded, not counted again", markup=False)
 
@@ -212,9 +426,11 @@ def ingest(
     if file != STDIN and (not file.exists() or file.is_dir()):
         fail(f"FILE: {name} is {'a directory' if file.is_dir() else 'not there'}",
              "name a JSONL or CSV file, or - to read standard input", code=EXIT_INVALID)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
                    disable=not err.is_terminal, transient=True)
-    with errors(), Engine.open(db) as engine, _reject_sink(name, rejects) as on_reject, bar:
+    with open_engine(db) as engine, _reject_sink(name, rejects) as on_reject, bar:
         task = bar.add_task("ingest", total=_count_lines(file))
         try:
             summary = engine.ingest_file(file, progress=lambda n: bar.advance(task, n), on_reject=on_reject,
@@ -268,7 +484,7 @@ def _reports(engine: Engine, experiments: list[str] | None) -> list[Any]:
 
 @app.command()
 def report(
-    experiments: Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].")] = None,
+    experiments: ExperimentsArg = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG charts of each experiment to DIR.",
                                               metavar="DIR", file_okay=False)] = None,
@@ -277,7 +493,7 @@ def report(
     """Per-arm results, significance and the verdict of each experiment."""
     from engine.report import render_markdown, render_table
 
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         reports = _reports(engine, experiments)
         if plot is not None:
             from engine.plots import plot_report
@@ -299,14 +515,14 @@ def report(
 
 @app.command()
 def winners(
-    experiments: Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].")] = None,
+    experiments: ExperimentsArg = None,
     fail_on_srm: Annotated[bool, typer.Option("--fail-on-srm", help="Exit 3 if any experiment has an SRM.")] = False,
     db: DbOption = None,
 ) -> None:
     """One verdict line per experiment."""
     from engine.report import verdict_line
 
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         reports = _reports(engine, experiments)
     for r in reports:
         out.print(verdict_line(r.to_dict()), markup=False)
@@ -322,19 +538,21 @@ def sample_size(
     alpha: Annotated[float, typer.Option(help="Family-wise significance level.")] = 0.05,
     power: Annotated[float, typer.Option(help="Power for each comparison.")] = 0.8,
     arms: Annotated[int, typer.Option(help="Arms including the control.")] = 2,
-    correction: Annotated[Correction, typer.Option(help="Multiple-testing correction.")] = Correction.HOLM,
+    correction: Annotated[CorrectionChoice, typer.Option(help="Multiple-testing correction.")] = CorrectionChoice.HOLM,
     std: Annotated[float | None, typer.Option(help="Standard deviation per exposure: plans a revenue metric.")] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
 ) -> None:
-    """Exposures needed per arm to detect the MDE (statsmodels power analysis, corrected alpha)."""
+    """Exposures needed per arm to detect the MDE (statsmodels power analysis, corrected alpha).
+
+    Inputs that admit no plan (an MDE too small to detect, a rate outside (0, 1), ...) exit 2
+    with the option at fault."""
     from dataclasses import asdict
 
     from policies.stats.planning import plan_binary_sample_size, plan_mean_sample_size
 
-    with errors():
-        common = dict(relative=relative, alpha=alpha, power=power, arms=arms, correction=correction.value)
-        plan = (plan_binary_sample_size(baseline, mde, **common) if std is None
-                else plan_mean_sample_size(baseline, std, mde, **common))
+    common = dict(relative=relative, alpha=alpha, power=power, arms=arms, correction=correction.value)
+    plan = (plan_binary_sample_size(baseline, mde, **common) if std is None
+            else plan_mean_sample_size(baseline, std, mde, **common))
     if fmt is DecideFormat.JSON:
         print_json(asdict(plan))
         return
@@ -345,19 +563,21 @@ def sample_size(
 
 @app.command()
 def demo(
-    out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create (replaced if it exists).")] = Path(
+    out_path: Annotated[Path, typer.Option("--out", help="SQLite file to create. An existing file is replaced only "
+                                                        "if it is a demo store, or with --force.")] = Path(
         "crosspromo-demo.db"),
-    users: Annotated[int | None, typer.Option(help="Simulated users [default: configs/demo.yaml].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed [default: configs/demo.yaml].")] = None,
-    config: Annotated[Path, typer.Option(help="Demo settings and true rates.")] = Path("configs/demo.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it is not a demo store.")] = False,
+    users: Annotated[int | None, typer.Option(min=1, help="Simulated users [default: configs/demo.yaml].")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed [default: configs/demo.yaml].")] = None,
+    config: Annotated[Path, typer.Option(help="Demo settings and true rates.", dir_okay=False)] = Path(
+        "configs/demo.yaml"),
 ) -> None:
     """Apply experiments/ to a fresh SQLite file, simulate users through decide -> outcome, report."""
     from engine.demo import run_demo
     from engine.report import render_table, verdict_line
 
-    with errors():
-        result = run_demo(out_path, config, load_config().experiments_dir, users=users, seed=seed,
-                          notice=lambda m: err.print(m, markup=False))
+    result = run_demo(out_path, config, load_config().experiments_dir, users=users, seed=seed, force=force,
+                      notice=lambda m: err.print(m, markup=False))
     render_table(result.reports, out)
     out.print("Winners:", markup=False)
     for r in result.reports:
@@ -366,11 +586,12 @@ def demo(
 
 @app.command()
 def simulate(
-    experiment: Annotated[str, typer.Argument(help="Key of a bandit experiment in experiments/.")],
-    users: Annotated[int, typer.Option(help="Simulated users (decisions).")] = 100_000,
+    experiment: Annotated[str, typer.Argument(help="Key of a bandit experiment in experiments/.",
+                                              callback=_text_option)],
+    users: Annotated[int, typer.Option(min=1, help="Simulated users (decisions).")] = 100_000,
     truth: Annotated[list[str] | None, typer.Option(help="ARM=RATE (revenue: ARM=RATE:MEAN_VALUE); repeatable "
                                                          "[default: configs/demo.yaml].")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the population and the policy.")] = 0,
+    seed: Seed = 0,
     drift: Annotated[list[str] | None, typer.Option(help="'swap' (best and worst arm swap halfway) or "
                                                          "STEP:ARM=RATE,...; repeatable.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="DIR", file_okay=False,
@@ -382,12 +603,11 @@ def simulate(
     from engine.demo import load_truth
     from engine.simulation import parse_drift, parse_truth, plot_simulation, run_simulation
 
-    with errors():
-        spec = declared_spec(experiment, paths)
-        demo = Path("configs/demo.yaml")
-        defaults = load_truth(demo)["experiments"].get(experiment) if demo.exists() else None
-        true = parse_truth(spec, truth or [], defaults)
-        report = run_simulation(spec, true, users, seed, parse_drift(spec, true, drift or [], users))
+    spec = declared_spec(experiment, paths)
+    demo = Path("configs/demo.yaml")
+    defaults = load_truth(demo)["experiments"].get(experiment) if demo.exists() else None
+    true = parse_truth(spec, truth or [], defaults)
+    report = run_simulation(spec, true, users, seed, parse_drift(spec, true, drift or [], users))
     data = report.to_dict()
     if fmt is DecideFormat.JSON:
         print_json(data)
@@ -407,6 +627,8 @@ class EvaluateFormat(StrEnum):
 
 
 class RecommenderChoice(StrEnum):
+    """The recommenders of engine.spec.Recommender except "none" (a test keeps them equal)."""
+
     ITEM_CF = "item_cf"
     CONTENT = "content"
     SVD = "svd"
@@ -417,27 +639,31 @@ class RecommenderChoice(StrEnum):
 def evaluate(
     log: Annotated[Path, typer.Argument(help="CSV log: arm, reward, propensity [, unit, timestamp, ctx_*].",
                                         exists=True, dir_okay=False)],
-    experiment: Annotated[str, typer.Option("--experiment", help="Key of the experiment that logged it.")],
+    experiment: Annotated[str, typer.Option("--experiment", help="Key of the experiment that logged it.",
+                                            callback=_text_option)],
     fmt: Annotated[EvaluateFormat, typer.Option("--format")] = EvaluateFormat.TABLE,
     recommender: Annotated[RecommenderChoice | None, typer.Option(
         help="Recommender to evaluate [default: the experiment's targeting, else hybrid].")] = None,
-    strength: Annotated[float | None, typer.Option(help="Targeting strength in [0, 1] to evaluate.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the folds, replay draws and bootstrap.")] = 0,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    strength: Annotated[float | None, typer.Option(help="Targeting strength in [0, 1] to evaluate.",
+                                                   callback=finite_in(0.0, 1.0))] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the folds, replay draws and bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
     paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
 ) -> None:
-    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies."""
+    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies.
+
+    Reads its own `export-log` files back exactly: cells that export-log prefixed with a single
+    quote (formula neutralisation) lose that quote."""
     from engine.offpolicy import evaluate_log, evaluation_targeting, read_log, render_evaluation
     from engine.spec import Recommender
 
-    with errors():
-        spec = declared_spec(experiment, paths)
-        rows, problems = read_log(log, spec)
-        for line, reason in problems:
-            err.print(f"{log}:{line}: {reason}", markup=False)
-        chosen = Recommender(recommender.value) if recommender is not None else None
-        targeting = evaluation_targeting(spec, rows, chosen, strength)
-        result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems))
+    spec = declared_spec(experiment, paths)
+    rows, problems = read_log(log, spec)
+    for line, reason in problems:
+        err.print(f"{log}:{line}: {reason}", markup=False)
+    chosen = Recommender(recommender.value) if recommender is not None else None
+    targeting = evaluation_targeting(spec, rows, chosen, strength)
+    result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems))
     if fmt is EvaluateFormat.JSON:
         print_json(result.to_dict())
     else:
@@ -453,7 +679,7 @@ def quarantine(
 ) -> None:
     """Rows the database refused (poison rows), kept aside instead of lost: their kind, the
     database's reason and the row as JSON."""
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         rows = engine.store.quarantined(limit)
     if fmt is DecideFormat.JSON:
         print_json(rows)
@@ -466,42 +692,64 @@ def quarantine(
 
 @app.command("export-log")
 def export_log_command(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    experiment: ExperimentArg,
     out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.", dir_okay=False)],
     db: DbOption = None,
 ) -> None:
-    """Write an experiment's logged decisions (current phase) as a CSV log for `evaluate`."""
+    """Write an experiment's logged decisions (current phase) as a CSV log for `evaluate`.
+
+    A unit or context cell that a spreadsheet would run as a formula (it starts with = + - @,
+    a tab or a carriage return), or that starts with a single quote, is written with a single
+    quote in front (OWASP's advice against CSV injection); `evaluate` removes it again."""
     from engine.offpolicy import export_log
 
-    with errors(), Engine.open(db) as engine:
+    with open_engine(db) as engine:
         written = export_log(engine.store, engine.experiment(experiment).spec, out_path)
     err.print(f"wrote {written:,} decisions to {out_path}", markup=False)
 
 
+def check_bind(host: str, port: int) -> None:
+    """`host` resolves to an address this machine can bind (uvicorn would fail later, less clearly)."""
+    import socket
+
+    if not host.strip():
+        raise typer.BadParameter("empty host", param_hint="'--host'")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise typer.BadParameter(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}",
+                                 param_hint="'--host'") from None
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: configs/engine.yaml].")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (each keeps its own snapshot).")] = 1,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].",
+                                             callback=_text_option)] = None,
+    port: Annotated[int | None, typer.Option(help="Port, 1-65535 [default: configs/engine.yaml].",
+                                             callback=finite_in(1, 65535))] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each keeps its own snapshot).")] = 1,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without API keys (local use).")] = False,
-    seed: Annotated[int | None, typer.Option(help="Seed bandit draws (one worker: reproducible).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed bandit draws (one worker: reproducible).")] = None,
     db: DbOption = None,
 ) -> None:
     """Serve decisions and events over HTTP (FastAPI; OpenAPI at /docs)."""
-    import os
-
     import uvicorn
 
-    with errors():
-        config = load_config()
+    config = load_config()
+    host = host if host is not None else config.server_host
+    port = port if port is not None else config.server_port
+    if not 1 <= port <= 65535:
+        fail(f"server.port in configs/engine.yaml: {port} is not a port (1..65535)", "fix the file or pass --port",
+             EXIT_INVALID)
+    check_bind(host, port)
     if db:
         os.environ["CROSSPROMO_DATABASE_URL"] = db
     if no_auth:
         os.environ["CROSSPROMO_NO_AUTH"] = "1"
     if seed is not None:
         os.environ["CROSSPROMO_SEED"] = str(seed)
-    uvicorn.run("engine.server:app_from_env", factory=True, host=host or config.server_host,
-                port=port or config.server_port, workers=workers, log_level="warning", access_log=False)
+    uvicorn.run("engine.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

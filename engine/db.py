@@ -2,7 +2,13 @@
 
 SQLite runs in WAL mode with a busy timeout, and write transactions start with
 `BEGIN IMMEDIATE` so two writers queue at BEGIN instead of failing at COMMIT. Reads use a
-plain deferred `BEGIN`.
+plain deferred `BEGIN`. A writer waits at most `busy_timeout()` seconds (env
+`CROSSPROMO_STORE_BUSY_TIMEOUT`, default 30) for another one, then fails with
+`StoreLockedError` instead of hanging.
+
+Errors: `store_error` turns a driver's error into a `StoreError` whose message says what is
+wrong (read-only, locked, corrupted, unreachable) without the statement's parameters (row
+data) or the URL's password; engines are created with `hide_parameters` for the same reason.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ARRAY, ColumnElement, Connection, Insert, Table, any_, bindparam, event
@@ -26,8 +34,11 @@ from sqlalchemy.sql.type_api import TypeEngine
 from sqlmodel import SQLModel
 
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from engine.redact import redact_text, redact_url
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_ENV = "CROSSPROMO_STORE_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+_LOCK_POLL_S = 0.05
 _COLUMN_TYPES: dict[str, dict[str, int]] = {}  # PostgreSQL: table -> column -> type oid
 _WRITE_LOCKS: weakref.WeakKeyDictionary[SAEngine, SqliteWriteLock] = weakref.WeakKeyDictionary()
 # SQLite: the database file and its identity (st_dev, st_ino) when the engine opened it.
@@ -47,6 +58,73 @@ class StoreFileGoneError(StoreError):
     one reads (or in a new, empty store), so none are made."""
 
 
+class StoreLockedError(StoreError):
+    """Another writer held the store for longer than the busy timeout."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"the store is locked by another writer (waited {waited:g} s)",
+                         f"retry when the other writer is done, or raise {BUSY_TIMEOUT_ENV} (seconds)")
+
+
+def busy_timeout() -> float:
+    """Seconds a writer waits for another one before `StoreLockedError` (env, default 30)."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: expected seconds, a number >= 0",
+                         f"unset {BUSY_TIMEOUT_ENV} for the default of {DEFAULT_BUSY_TIMEOUT_S:g} s")
+    return value
+
+
+# What a driver's error means for the user, by a phrase of SQLite's or PostgreSQL's message.
+_KNOWN_FAULTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("readonly database", "read-only", "read only"), "the store {url} is read-only",
+     "check the file's (and its directory's) permissions, or point --db at a writable store"),
+    (("file is not a database", "database disk image is malformed", "file is encrypted"),
+     "the store {url} is corrupted or not a SQLite database",
+     "restore it from a backup, or point --db at another file"),
+    (("unable to open database file",), "cannot open the store {url}",
+     "check that the path exists and is a file you may read and write"),
+    (("disk i/o error", "database or disk is full", "no space left"), "the store {url} cannot be written: {reason}",
+     "free disk space or check the device"),
+)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, password-free: a driver's later lines quote the
+    statement and its parameters."""
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def store_error(exc: BaseException, url: str) -> StoreError | None:
+    """The `StoreError` a driver's error `exc` means for the store at `url`, or None if `exc`
+    is not a database error. The message holds the driver's first line only: never the
+    statement, its parameters (row data) or a password."""
+    if isinstance(exc, StoreError):
+        return exc
+    if not isinstance(exc, DBAPIError):
+        return None
+    reason = first_line(exc.orig)
+    lowered = reason.lower()
+    if "database is locked" in lowered or "database table is locked" in lowered:
+        return StoreLockedError(busy_timeout())
+    shown = redact_url(url)
+    for phrases, message, hint in _KNOWN_FAULTS:
+        if any(p in lowered for p in phrases):
+            return StoreError(message.format(url=shown, reason=reason), hint)
+    if is_unavailable(exc):
+        return StoreError(f"the store {shown} is unreachable: {reason}",
+                          "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up")
+    return StoreError(f"the store {shown} refused the operation: {reason}",
+                      "check that the store belongs to this version of crosspromo")
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the store cannot be reached now (as opposed to a bad statement)."""
     if isinstance(exc, OperationalError | InterfaceError | StoreFileGoneError):
@@ -59,14 +137,27 @@ class SqliteWriteLock:
     lock file beside the database — instead of in SQLite's busy handler, which polls with
     growing sleeps and lets one busy process starve the others."""
 
-    def __init__(self, database: str | None) -> None:
+    def __init__(self, database: str | None, timeout: float) -> None:
         self._threads = threading.Lock()
-        self._file = None if database in (None, "", ":memory:") else open(f"{database}.write-lock", "a")  # noqa: SIM115
+        self._timeout = timeout
+        self._file = None if database is None else open(f"{database}.write-lock", "a")  # noqa: SIM115
 
     def __enter__(self) -> None:
-        self._threads.acquire()
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_EX)
+        deadline = time.monotonic() + self._timeout
+        if not self._threads.acquire(timeout=self._timeout):
+            raise StoreLockedError(self._timeout)
+        if self._file is None:
+            return
+        # flock has no timeout: poll without blocking until the deadline.
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._threads.release()
+                    raise StoreLockedError(self._timeout) from None
+                time.sleep(_LOCK_POLL_S)
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
@@ -76,30 +167,41 @@ class SqliteWriteLock:
 
 def create_engine(url: str) -> SAEngine:
     """A SQLAlchemy engine for `url`, with the tables created if missing."""
-    hint = "use sqlite:///path.db or postgresql+psycopg://user@host/db"
+    shown = redact_url(url)
+    timeout = busy_timeout()
     try:
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            sa = sa_create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-                hide_parameters=True,  # errors and logs never carry rows of data
-            )
-            _tune_sqlite(sa)
-            _WRITE_LOCKS[sa] = SqliteWriteLock(parsed.database)
-        else:
-            sa = sa_create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                                  connect_args={"connect_timeout": 3}, hide_parameters=True)
+        backend = parsed.get_backend_name()
+        database = _sqlite_file(parsed.database) if backend == "sqlite" else None
+        if database is not None:
+            _check_sqlite_path(database, shown)
+        sa = (sa_create_engine(url, hide_parameters=True,
+                               connect_args={"check_same_thread": False, "timeout": timeout})
+              if backend == "sqlite" else
+              sa_create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               connect_args={"connect_timeout": 3}))
+    except StoreError:
+        raise
     except Exception as exc:  # sqlalchemy raises several kinds for a bad URL or missing driver
-        raise StoreError(f"invalid database URL {url!r}: {exc}", hint) from None
+        raise StoreError(f"invalid database URL {shown}: {first_line(exc)}",
+                         "use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
+    if backend == "sqlite":
+        _tune_sqlite(sa, timeout)
+        try:
+            _WRITE_LOCKS[sa] = SqliteWriteLock(database, timeout)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {shown}: {exc.strerror} ({exc.filename})",
+                             "the store's directory must be writable (SQLite keeps a lock file beside it)") from None
     try:
         SQLModel.metadata.create_all(sa)
     except Exception as exc:
-        raise StoreError(f"cannot open the store at {parsed.render_as_string(hide_password=True)}: {exc}",
-                         "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up") from None
-    if sa.dialect.name == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        identity = sqlite_file_identity(parsed.database)
+        raise store_error(exc, url) or StoreError(
+            f"cannot open the store {shown}: {first_line(exc)}",
+            "check the URL (--db or CROSSPROMO_DATABASE_URL) and that the server is up") from None
+    if database is not None:
+        identity = sqlite_file_identity(database)
         if identity is not None:
-            _SQLITE_FILES[sa] = (parsed.database, identity)
+            _SQLITE_FILES[sa] = (database, identity)
     return sa
 
 
@@ -126,14 +228,35 @@ def check_sqlite_file(sa: SAEngine) -> None:
                                  "restore the file and restart the service; writes wait until then")
 
 
-def _tune_sqlite(sa: SAEngine) -> None:
+def _sqlite_file(database: str | None) -> str | None:
+    """The file behind a SQLite URL's database (a `file:` URI names one too); None in memory."""
+    if database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        path = database.removeprefix("file:").partition("?")[0]
+        return None if path in ("", ":memory:") else path
+    return database
+
+
+def _check_sqlite_path(database: str, shown: str) -> None:
+    """A SQLite file path whose directory is missing, or that names a directory, is the user's
+    mistake, not an invalid URL: say which."""
+    path = Path(database)
+    if path.is_dir():
+        raise StoreError(f"cannot open the store {shown}: {path} is a directory", "name a file, e.g. sqlite:///app.db")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open the store {shown}: directory {path.parent} does not exist",
+                         "create the directory first, or point --db at a file in an existing one")
+
+
+def _tune_sqlite(sa: SAEngine, timeout: float) -> None:
     @event.listens_for(sa, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so BEGIN is ours to choose.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 

@@ -11,6 +11,7 @@ Conversions are reported back in batches, as a service would.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from engine.report import Report, build_report
 from engine.spec import ExperimentSpec, MetricType, Status
 from policies.simulation.population import Population, PopulationModel, SegmentProfile, draw_population
 
+# Stamped in the SQLite header of every demo store (`PRAGMA application_id`, "cprd"): `demo`
+# replaces an existing --out file only if it carries this stamp, unless forced.
+DEMO_APPLICATION_ID = 0x63707264
 REVENUE_SIGMA = 0.5
 FEEDBACK_EVERY = 1000  # users between two batches of reported conversions
 
@@ -94,13 +98,39 @@ def draw_segments(raw: dict[str, Any], specs: list[ExperimentSpec], truth: dict[
     return DemoSegments(population, contexts, {k: m.rates for k, m in models.items()})
 
 
+def is_demo_store(path: Path) -> bool:
+    """Whether `path` is a SQLite file stamped as a demo store (read from its header only)."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    return (len(header) == 100 and header.startswith(b"SQLite format 3\x00")
+            and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID)
+
+
+def check_out(path: Path, force: bool) -> None:
+    """Refuse `path` as the demo's store unless it is free, a previous demo store, or `force`:
+    anything else there (a populated store, any other file) is not the demo's to replace."""
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a directory; name the demo's SQLite file")
+    if not path.parent.is_dir():
+        raise ValueError(f"--out {path}: directory {path.parent} does not exist")
+    if path.exists() and not force and not is_demo_store(path):
+        raise ValueError(f"--out {path}: exists and is not a demo store; refusing to replace it "
+                         "(choose another --out, or pass --force to replace it)")
+
+
 def _fresh(path: Path) -> None:
+    """Remove the previous demo store at `path` (see `check_out`) and stamp a new, empty one."""
     for suffix in ("", "-wal", "-shm", ".write-lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(path) as stamp:
+        stamp.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+    stamp.close()
 
 
 def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: int | None = None,
-             seed: int | None = None, notice: Callable[[str], None] = lambda _: None) -> DemoResult:
+             seed: int | None = None, force: bool = False,
+             notice: Callable[[str], None] = lambda _: None) -> DemoResult:
+    check_out(db_path, force)
     truth = load_truth(config_path)
     seed = int(truth.get("seed", 0)) if seed is None else seed
     users = int(truth.get("users", 50_000)) if users is None else users

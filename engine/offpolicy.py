@@ -2,9 +2,12 @@
 
 Log format (CSV, header required): `arm`, `reward`, `propensity`, optional `unit` and
 `timestamp`, and context columns `ctx_<attribute>` (lists as comma-separated values). Other
-columns are refused (typos must not pass silently). A bad row (propensity not in (0, 1],
-unknown arm, reward not a finite number, NaN or infinite values) is reported as `FILE:LINE:
-reason` and skipped; good rows are kept.
+columns are refused (typos must not pass silently). `export-log` neutralises cells a
+spreadsheet would run as formulas (OWASP, "CSV injection"): a unit or context cell that
+starts with = + - @, a tab or a carriage return, or with a single quote, gets a single quote
+in front; `read_log` removes one leading quote, so an exported log reads back exactly. A bad
+row (propensity not in (0, 1], unknown arm, reward not a finite number, NaN or infinite
+values) is reported as `FILE:LINE: reason` and skipped; good rows are kept.
 
 Policies evaluated on the log (policies/ope.py has the estimators):
 
@@ -77,13 +80,38 @@ def _finite(text: str | None, name: str) -> float:
     return value
 
 
+# Cells a spreadsheet would evaluate; a leading quote is escaped too, so unquoting is exact.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def neutralise(cell: str) -> str:
+    """`cell` as written to a CSV log: a single quote in front if it could run as a formula."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def unneutralise(cell: str) -> str:
+    """The value `neutralise` wrote as `cell`."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def _context_value(text: str) -> Any:
+    text = unneutralise(text)
     return [v.strip() for v in text.split(",") if v.strip()] if "," in text else text
 
 
 def read_log(path: Path, spec: ExperimentSpec) -> tuple[list[LogRow], list[tuple[int, str]]]:
-    """Good rows and (line, reason) of the bad ones. Raises ValueError for a bad header."""
+    """Good rows and (line, reason) of the bad ones. Raises ValueError for a bad header or a
+    file that is not UTF-8 CSV."""
     arms = {a: i for i, a in enumerate(spec.arm_keys)}
+    try:
+        return _read_rows(path, arms, spec.key)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start} of a block cannot be decoded)") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a CSV file ({exc})") from None
+
+
+def _read_rows(path: Path, arms: dict[str, int], key: str) -> tuple[list[LogRow], list[tuple[int, str]]]:
     rows: list[LogRow] = []
     problems: list[tuple[int, str]] = []
     with path.open(encoding="utf-8", newline="") as fh:
@@ -102,7 +130,7 @@ def read_log(path: Path, spec: ExperimentSpec) -> tuple[list[LogRow], list[tuple
                     raise ValueError("more fields than the header names")
                 arm = raw["arm"]
                 if arm not in arms:
-                    raise ValueError(f"arm: {arm!r} is not an arm of {spec.key!r}")
+                    raise ValueError(f"arm: {arm!r} is not an arm of {key!r}")
                 reward = _finite(raw["reward"], "reward")
                 propensity = _finite(raw["propensity"], "propensity")
                 if not 0 < propensity <= 1:
@@ -112,7 +140,8 @@ def read_log(path: Path, spec: ExperimentSpec) -> tuple[list[LogRow], list[tuple
                 continue
             context = {k[len(CONTEXT_PREFIX):]: _context_value(v) for k, v in raw.items()
                        if k.startswith(CONTEXT_PREFIX) and v}
-            rows.append(LogRow(line, arms[arm], reward, propensity, raw.get("unit") or None, context))
+            unit = unneutralise(raw.get("unit") or "") or None
+            rows.append(LogRow(line, arms[arm], reward, propensity, unit, context))
     return rows, problems
 
 
@@ -250,6 +279,9 @@ def export_log(store: Store, spec: ExperimentSpec, out: Path) -> int:
     attributes = sorted({k for r in store.decision_log(spec.key, spec.traffic.phase) if r.context_json
                          for k in json.loads(r.context_json)})
     revenue = spec.metric.type is MetricType.REVENUE
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would say "File exists", which names no problem
+        raise ValueError(f"--out {out}: {blocking} is a file, not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with out.open("w", encoding="utf-8", newline="") as fh:
@@ -258,8 +290,8 @@ def export_log(store: Store, spec: ExperimentSpec, out: Path) -> int:
         for r in store.decision_log(spec.key, spec.traffic.phase):
             context = json.loads(r.context_json) if r.context_json else {}
             reward = r.value if revenue else int(bool(r.converted))
-            writer.writerow([r.arm, reward, repr(float(r.propensity)), r.unit, r.ts.isoformat(),
-                             *(_cell(context.get(a)) for a in attributes)])
+            writer.writerow([r.arm, reward, repr(float(r.propensity)), neutralise(r.unit or ""), r.ts.isoformat(),
+                             *(neutralise(_cell(context.get(a))) for a in attributes)])
             written += 1
     return written
 

@@ -25,11 +25,24 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special
 
 from policies.bandits.arm_stats import Metric, arm_sums, check_discount, check_metric
 from policies.bandits.registry import register_policy
 from policies.sufficient import ArmStats
+
+
+class _LazySpecial:
+    """`scipy.special`, imported on first use: declaring or validating an experiment (which
+    registers this policy) must not pay for loading scipy."""
+
+    def __getattr__(self, name: str) -> object:
+        import scipy.special
+
+        globals()["special"] = scipy.special  # later lookups go straight to the module
+        return getattr(scipy.special, name)
+
+
+special = _LazySpecial()
 
 FloatArray = NDArray[np.float64]
 

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from engine.api import Engine
 from engine.cli import app
 from tests.samples import AB_YAML, BANDIT_YAML, REPO, write_yaml
 
@@ -122,7 +129,7 @@ def test_errors_are_one_line_without_traceback(workdir: Path) -> None:
     assert result.output.startswith("error: unknown experiment 'nope'")
     assert "hint:" in result.output
     result = run("decide", "landing", "--unit", "u", "--db", "nosuchdriver://x")
-    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 4 and "error:" in result.output and "Traceback" not in result.output
 
 
 def test_simulate_prints_json_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,3 +169,136 @@ def test_winners_fail_on_srm_exits_3(workdir: Path) -> None:
     assert result.exit_code == 3
     report = json.loads(run("report", "landing", "--format", "json").stdout)
     assert report["srm"]["flagged"] is True and report["verdict"]["status"] == "srm_invalid"
+
+
+HEAVY = ("scipy", "statsmodels", "matplotlib", "sqlalchemy", "fastapi", "uvicorn", "pandas")
+
+
+def _loaded_after(code: str, cwd: Path = REPO) -> list[str]:
+    """The heavy modules loaded after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+def test_importing_the_cli_and_help_load_no_heavy_module() -> None:
+    assert _loaded_after("import engine.cli") == []
+    assert _loaded_after("import engine") == []
+    assert _loaded_after("import policies") == []
+    help_run = ("from engine.cli import app\ntry:\n    app(['--help'], prog_name='crosspromo')\n"
+                "except SystemExit:\n    pass")
+    assert _loaded_after(help_run) == []
+
+
+def test_validate_loads_no_store_analysis_plotting_or_server() -> None:
+    validate_run = ("from engine.cli import app\ntry:\n    app(['validate'], prog_name='crosspromo')\n"
+                    "except SystemExit as exc:\n    assert exc.code == 0, exc.code")
+    assert _loaded_after(validate_run) == []
+
+
+def test_the_cli_choices_match_the_experiment_model() -> None:
+    from engine.cli import CorrectionChoice, RecommenderChoice
+    from engine.spec import Correction, Recommender
+
+    assert [c.value for c in CorrectionChoice] == [c.value for c in Correction]
+    assert {c.value for c in RecommenderChoice} == {r.value for r in Recommender} - {"none"}
+
+
+def test_an_unexpected_exception_is_one_line_with_an_id_found_in_the_log(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.loader
+
+    log = workdir / "state" / "crosspromo.log"
+    monkeypatch.setenv("CROSSPROMO_LOG_FILE", str(log))
+
+    def broken(paths: object) -> None:
+        raise RuntimeError("boom while reading postgresql://app:hunter2@db.internal/x")
+
+    monkeypatch.setattr(engine.loader, "load_specs", broken)
+    result = run("validate")
+    assert result.exit_code == 70
+    lines = result.output.splitlines()
+    assert lines[0].startswith("error: internal error (id ") and str(log) in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.output
+    incident = re.search(r"\(id ([0-9a-f]{8})\)", lines[0]).group(1)  # type: ignore[union-attr]
+    text = log.read_text()
+    assert f"internal error {incident} in `crosspromo validate`" in text
+    assert "Traceback (most recent call last)" in text and "RuntimeError: boom" in text
+    assert "hunter2" not in text and "app:***@db.internal" in text
+
+
+def test_library_warnings_go_to_the_log_not_the_user(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.loader
+
+    log = workdir / "crosspromo.log"
+    monkeypatch.setenv("CROSSPROMO_LOG_FILE", str(log))
+
+    def noisy(paths: object) -> list[object]:
+        warnings.warn("solver did not converge", RuntimeWarning, stacklevel=1)
+        return []
+
+    monkeypatch.setattr(engine.loader, "load_specs", noisy)
+    result = run("validate")
+    assert result.exit_code == 0 and "converge" not in result.output
+    assert "RuntimeWarning: solver did not converge" in log.read_text()
+
+
+def test_apply_prints_the_store_url_without_its_password(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`apply` names the store it wrote to; a PostgreSQL URL's password is masked."""
+    import engine.api
+
+    url = "postgresql+psycopg://app:hunter2@db.internal/crosspromo"
+
+    class FakeEngine:
+        store = type("FakeStore", (), {"url": url})()
+
+        def __enter__(self) -> FakeEngine:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def apply(self, paths: object, dry_run: bool) -> engine.api.Plan:
+            return engine.api.Plan((), dry_run)
+
+    monkeypatch.setattr(engine.api.Engine, "open", staticmethod(lambda *a, **k: FakeEngine()))
+    result = run("apply", "--db", url)
+    assert result.exit_code == 0, result.output
+    assert "applied to postgresql+psycopg://app:***@db.internal/crosspromo" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_demo_refuses_to_replace_a_store_that_is_not_a_demo_unless_forced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    store = tmp_path / "production.db"
+    with Engine.open(f"sqlite:///{store}", seed=0) as engine:
+        engine.apply([REPO / "experiments"])
+        engine.decide("art-collection-landing", "precious-unit", {})
+    before = store.read_bytes()
+
+    result = run("demo", "--users", "200", "--out", str(store))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"error: --out {store}: exists and is not a demo store")
+    assert "--force" in result.output and store.read_bytes() == before
+
+    demo = tmp_path / "demo.db"
+    assert run("demo", "--users", "200", "--out", str(demo)).exit_code == 0
+    assert run("demo", "--users", "200", "--out", str(demo)).exit_code == 0  # its own store: replaced
+    assert run("demo", "--users", "200", "--out", str(store), "--force").exit_code == 0
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM decisions WHERE unit = 'precious-unit'").fetchone() == (0,)
+
+
+def test_an_unwritable_log_still_gives_one_line(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.loader
+
+    (workdir / "afile").write_text("")
+    monkeypatch.setenv("CROSSPROMO_LOG_FILE", str(workdir / "afile" / "crosspromo.log"))  # under a file
+    monkeypatch.setattr(engine.loader, "load_specs", lambda paths: 1 / 0)
+    result = run("validate")
+    assert result.exit_code == 70 and "cannot be written" in result.output and "CROSSPROMO_DEBUG=1" in result.output
+    assert "Traceback" not in result.output and "Logging error" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from typer.testing import CliRunner
 
 from engine.api import Engine
 from engine.cli import app
+from engine.loader import load_specs
+from engine.offpolicy import read_log
 from tests.engine.test_targeting import TARGETED_YAML
 from tests.samples import BANDIT_YAML, write_yaml
 
@@ -93,3 +96,34 @@ def test_bad_header_is_an_error(workdir: Path) -> None:
     assert result.exit_code == 1
     assert "missing column(s) reward" in result.output and "unknown column(s) rewards" in result.output
     assert "Traceback" not in result.output
+
+
+HOSTILE_CELLS = ['=HYPERLINK("http://evil.example","click")', "+1+2", "-2+3", "@SUM(A1:A9)", "\tx", "\rx",
+                 "'quoted", "plain"]
+
+
+def _no_comma(cell: str) -> str:
+    return cell.replace(",", ";")  # a context cell with commas is a list: keep these scalar
+
+
+def test_export_log_neutralises_formula_cells_and_evaluate_reads_them_back(workdir: Path) -> None:
+    with Engine.open("sqlite:///crosspromo.db", seed=0) as engine:
+        engine.apply([workdir / "experiments"])
+        for i, cell in enumerate(HOSTILE_CELLS * 10):
+            engine.decide("channels", f"{cell}{i // len(HOSTILE_CELLS)}" if cell == "plain" else cell,
+                          {"interest": _no_comma(cell), "opted_in": ["email", "push", "sms"]})
+    result = runner.invoke(app, ["export-log", "channels", "--out", "log.csv"])
+    assert result.exit_code == 0, result.output
+
+    with (workdir / "log.csv").open(newline="", encoding="utf-8") as fh:
+        cells = [c for row in csv.reader(fh) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]  # nothing a spreadsheet runs
+    assert "'=HYPERLINK(\"http://evil.example\",\"click\")" in cells and "''quoted" in cells
+
+    spec = next(s for s in load_specs([workdir / "experiments"]) if s.key == "channels")
+    rows, problems = read_log(workdir / "log.csv", spec)
+    assert problems == [] and len(rows) == len(HOSTILE_CELLS) * 10
+    assert {r.unit for r in rows} >= set(HOSTILE_CELLS) - {"plain"}
+    assert {r.context["interest"] for r in rows} == {_no_comma(c) for c in HOSTILE_CELLS}
+    result = runner.invoke(app, ["evaluate", "log.csv", "--experiment", "channels", "--resamples", "20"])
+    assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -325,3 +326,14 @@ def test_aa_false_positive_rate_through_analyze() -> None:
         for i, (x, y) in enumerate(conversions)
     ]
     assert 0.035 <= np.mean(winners) <= 0.065
+
+
+def test_near_zero_variance_revenue_control_gives_a_verdict_and_no_warning() -> None:
+    """Every exposure of the control brought 0.1: its variance is 1e-18 by rounding, the planned
+    effect size enormous, and the power solver used to leak a ConvergenceWarning into `report`."""
+    stats = [MeanStats(1000, 100.0, 10.0), MeanStats(1000, 200.0, 100.0)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _ab(stats, AnalysisConfig(metric_type="revenue", draws=1000))
+    assert [str(w.message) for w in caught] == []
+    assert result.planning.planned_n_per_arm is None and result.verdict.status == "keep_running"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 from policies.stats.corrections import adjust_p_values
 from policies.stats.frequentist import proportions_z_test, welch_test
-from policies.stats.planning import alpha_per_test, plan_binary_sample_size, plan_mean_sample_size
+from policies.stats.planning import PlanningError, alpha_per_test, plan_binary_sample_size, plan_mean_sample_size
 from policies.sufficient import MeanStats
 
 
@@ -102,3 +105,24 @@ def test_power_at_planned_sample_revenue() -> None:
     treated, control = arm(mean * (1 + mde)), arm(mean)
     p = np.array([welch_test(t, c).p_value for t, c in zip(treated, control, strict=True)])
     assert abs(np.mean(p < 0.05) - 0.8) <= 0.04
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda: plan_binary_sample_size(0.1, 1e-12), "mde"),  # the solver cannot converge: was NaN -> int
+    (lambda: plan_binary_sample_size(0.1, float("nan")), "mde"),
+    (lambda: plan_binary_sample_size(1.5, 0.1), "baseline"),
+    (lambda: plan_binary_sample_size(0.1, 0.1, alpha=0.0), "alpha"),
+    (lambda: plan_binary_sample_size(0.1, 0.1, power=1.0), "power"),
+    (lambda: plan_binary_sample_size(0.1, 0.1, arms=1), "arms"),
+    (lambda: plan_mean_sample_size(10.0, 5.0, 1e-12), "mde"),
+    (lambda: plan_mean_sample_size(10.0, 1e-15, 0.05), "std"),  # a near-zero-variance arm
+    (lambda: plan_mean_sample_size(float("inf"), 5.0, 0.05), "baseline"),
+], ids=["tiny-mde", "nan-mde", "rate-above-1", "alpha-0", "power-1", "one-arm", "tiny-mean-mde", "tiny-std",
+        "infinite-baseline"])
+def test_inputs_without_a_plan_raise_naming_the_input_and_warn_nothing(call: Any, field: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PlanningError) as raised:
+            call()
+    assert raised.value.field == field and isinstance(raised.value, ValueError)
+    assert caught == []
