@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +26,11 @@ from engine.spec import (
     declared_policy,
 )
 from engine.store import ArmAggregate, Store, StoredExperiment
-from engine.targeting import TargetingModel
 from policies.bandits.registry import Policy
 from policies.sufficient import ArmStats
+
+if TYPE_CHECKING:  # scipy.sparse and friends load only where targeting is used
+    from engine.targeting import TargetingModel
 
 SPEC_REFRESH_SECONDS = 5.0
 SPEC_FORCED_REFRESH_SECONDS = 1.0  # an unknown key reloads the snapshot at most this often

@@ -20,7 +20,6 @@ from engine.health import StoreHealth
 from engine.snapshot import Live, Snapshot, stats_for
 from engine.spec import ExperimentSpec, MetricType, UpdateCadence
 from engine.store import ArmAggregate, Store
-from engine.targeting import HistoryRow, fit_targeting
 from engine.writes import ExposureWriter
 from policies.bandits.arm_stats import stats_from_sums
 from policies.sufficient import ArmStats
@@ -115,6 +114,8 @@ class Upkeep:
 
     def refit_targeting(self, live: Live) -> None:
         """Refit the experiment's recommender from its logged decisions (one query)."""
+        from engine.targeting import HistoryRow, fit_targeting  # scipy.sparse: only where targeting is on
+
         spec, targeting = live.spec, live.targeting
         assert targeting is not None
         index = {a: i for i, a in enumerate(live.arms)}

@@ -7,7 +7,6 @@ from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from statsmodels.stats.multitest import multipletests
 
 Correction = Literal["holm", "bh", "bonferroni", "none"]
 CORRECTIONS: tuple[Correction, ...] = get_args(Correction)
@@ -52,4 +51,7 @@ def adjust_p_values(p_values: Sequence[float], correction: Correction) -> NDArra
         return raw.copy()
     if correction == "holm":
         return _holm(raw)
+    # statsmodels loads pandas: imported here, so reports that never need it start faster.
+    from statsmodels.stats.multitest import multipletests
+
     return np.asarray(multipletests(raw, method=_STATSMODELS_METHOD[correction])[1], dtype=float)
