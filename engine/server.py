@@ -188,7 +188,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         units = [u["unit"] for u in body["units"]]
         contexts = [u.get("context") for u in body["units"]]
         decisions = await off_loop(engine.decide_many, key, units, contexts)
-        return json_response({"decisions": decisions})
+        return json_response({"decisions": list(decisions)})
 
     @app.post("/v1/events", dependencies=[decider])
     async def events(request: Request) -> JSONResponse:
