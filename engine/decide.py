@@ -3,7 +3,9 @@
 Reads only the snapshot and the cached weights; the exposure goes to the write buffer. The
 one store call is the insert-if-absent of a sticky bandit unit's first arm. Batches of a
 running A/B test or plain bandit are vectorised: one numpy pass for buckets and draws, and
-every unit gets exactly the answer a single decision would give.
+every unit gets exactly the answer a single decision would give. Such a batch stays column by
+column (`DecisionBatch` for the caller, one `ExposureBatch` block in the write buffer): no
+object per unit is built until the caller reads one.
 """
 
 from __future__ import annotations
