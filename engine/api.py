@@ -136,7 +136,9 @@ class Engine:
         return self.decider.decide(self._live(experiment), str(unit), context or {})
 
     def decide_many(self, experiment: str, units: Sequence[str],
-                    contexts: Sequence[Mapping[str, Any] | None] | None = None) -> list[Decision]:
+                    contexts: Sequence[Mapping[str, Any] | None] | None = None) -> Sequence[Decision]:
+        """`decide` for every unit (logged alike). The answer is a sequence of `Decision`; a batch
+        of a running A/B test or plain bandit keeps it column by column until it is read."""
         if contexts is not None and len(contexts) != len(units):
             raise ValueError(f"got {len(units)} units but {len(contexts)} contexts")
         live = self._live(experiment)

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -302,10 +302,19 @@ def insert_if_absent(conn: Connection, table: Table, row: dict[str, Any]) -> boo
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Insert `rows` (tuples in the order of `columns`) by the driver's fastest path: COPY on
-    PostgreSQL, one prepared `executemany` on SQLite. Without conflict handling: a key that
-    exists raises `IntegrityError`, as a plain INSERT would."""
-    if not rows:
+    """Insert `rows` (tuples in the order of `columns`): `insert_columns` for rows."""
+    if rows:
+        insert_columns(conn, table, dict(zip(columns, zip(*rows, strict=True), strict=True)))
+
+
+def insert_columns(conn: Connection, table: Table, data: Mapping[str, Sequence[Any]]) -> None:
+    """Insert rows given column by column (`data`: column name -> its values, all of one
+    length) by the driver's fastest path: COPY on PostgreSQL, one prepared `executemany` on
+    SQLite. Without conflict handling: a key that exists raises `IntegrityError`, as a plain
+    INSERT would. Rows exist only as the driver takes them, one at a time from the columns."""
+    columns = list(data)
+    values = list(data.values())
+    if not values or not len(values[0]):
         return
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
@@ -316,22 +325,22 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
                 types = _column_types(cur, table.name)
                 with cur.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types([types[c] for c in columns])
-                    for row in rows:
+                    for row in zip(*values, strict=True):
                         copy.write_row(row)
         except conn.dialect.loaded_dbapi.Error as exc:
             # The driver's own error, as SQLAlchemy would have raised it (IntegrityError, ...).
             raise DBAPIError.instance(f"COPY {table.name}", None, exc, conn.dialect.loaded_dbapi.Error,
                                       dialect=conn.dialect) from exc
         return
-    convert = {i: f for i, c in enumerate(columns) if (f := _bind_processor(table.c[c].type, conn.dialect))}
-    if convert:  # column by column, each distinct value once (a batch's rows share a timestamp)
-        values = list(zip(*rows, strict=True))
-        for i, f in convert.items():
+    for i, c in enumerate(columns):
+        if f := _bind_processor(table.c[c].type, conn.dialect):
+            # Each distinct value converted once (a batch's rows share a timestamp).
             stored = {v: None if v is None else f(v) for v in set(values[i])}
-            values[i] = tuple(stored[v] for v in values[i])
-        rows = list(zip(*values, strict=True))
+            if any(w is not v for v, w in stored.items()):  # else f kept every value (floats as floats)
+                values[i] = [stored[v] for v in values[i]]
     placeholders = ", ".join("?" * len(columns))
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({placeholders})", list(rows))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({placeholders})",
+                         list(zip(*values, strict=True)))
 
 
 def _column_types(cur: Any, table: str) -> dict[str, int]:

@@ -3,27 +3,29 @@
 Reads only the snapshot and the cached weights; the exposure goes to the write buffer. The
 one store call is the insert-if-absent of a sticky bandit unit's first arm. Batches of a
 running A/B test or plain bandit are vectorised: one numpy pass for buckets and draws, and
-every unit gets exactly the answer a single decision would give.
+every unit gets exactly the answer a single decision would give. Such a batch stays column by
+column (`DecisionBatch` for the caller, one `ExposureBatch` block in the write buffer): no
+object per unit is built until the caller reads one.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from engine.assignment import arm_for_bucket, arms_for_buckets, bucket, buckets
-from engine.decision import Decision, Reason
+from engine.decision import Decision, DecisionBatch, Reason
 from engine.events import utcnow
 from engine.health import StoreHealth
 from engine.snapshot import Live
 from engine.spec import Kind, Status
-from engine.store import Exposure, Store
+from engine.store import Store
+from engine.store.decisions import ExposureBatch
 from engine.text import check_context, check_text
 from engine.upkeep import Upkeep
 from engine.writes import ExposureWriter
@@ -46,6 +48,16 @@ def check_unit(unit: str) -> None:
     check_text("unit", unit)
 
 
+def check_units(units: list[str]) -> None:
+    """`check_unit` for every unit; the text check in one pass over the batch."""
+    lengths = list(map(len, units))
+    if min(lengths) > 0 and max(lengths) <= MAX_UNIT_LENGTH:
+        check_text("unit", "".join(units))  # its message names the field, not the unit
+        return
+    for unit in units:
+        check_unit(unit)
+
+
 class Decider:
     def __init__(self, store: Store, upkeep: Upkeep, writer: ExposureWriter, health: StoreHealth,
                  rng: np.random.Generator, lock: threading.RLock) -> None:
@@ -59,9 +71,9 @@ class Decider:
         # and restarts without a system call per decision. The counter is zero-padded so ids sort
         # in the order they were issued (decisions of one batch share a timestamp).
         self._id_prefix = uuid.uuid4().hex[:16]
-        self._id_counter = itertools.count()
+        self._id_counter = 0
 
-    def decide_many(self, live: Live, units: list[str], contexts: list[Mapping[str, Any]]) -> list[Decision]:
+    def decide_many(self, live: Live, units: list[str], contexts: list[Mapping[str, Any]]) -> Sequence[Decision]:
         spec = live.spec
         batchable = spec.status is Status.RUNNING and (
             spec.kind is Kind.AB_TEST or not (spec.traffic.sticky or live.targeting is not None))
@@ -69,15 +81,15 @@ class Decider:
             return [self.decide(live, u, c) for u, c in zip(units, contexts, strict=True)]
         return self._decide_batch(live, units, contexts)
 
-    def _decide_batch(self, live: Live, units: list[str], contexts: list[Mapping[str, Any]]) -> list[Decision]:
+    def _decide_batch(self, live: Live, units: list[str], contexts: list[Mapping[str, Any]]) -> DecisionBatch:
         """`decide` for many units of a running A/B test or plain bandit, vectorised."""
         spec = live.spec
-        for unit, context in zip(units, contexts, strict=True):
-            check_unit(unit)
+        check_units(units)
+        for context in contexts:
             if context:
                 check_context(context)
         b = buckets(spec.seed, units)
-        masks = [live.eligible(c) for c in contexts]
+        masks = [live.eligible(c) if c else None for c in contexts]
         if spec.kind is Kind.AB_TEST:
             indices = arms_for_buckets(b, live.ranges)
             for i, mask in enumerate(masks):
@@ -88,15 +100,22 @@ class Decider:
         else:
             indices, propensities = self._draw_batch(live, b, masks)
             reason = Reason.BANDIT
-        inside = np.flatnonzero(indices >= 0).tolist()
-        decided = dict(zip(inside, self._inside_many(
-            live, [units[i] for i in inside], indices[inside].tolist(), reason, b[inside].tolist(),
-            propensities[inside].tolist(), [contexts[i] for i in inside]), strict=True))
+        reason = self._logged(reason)
+        inside = indices >= 0
+        where = np.flatnonzero(inside)
+        everyone = where.size == len(units)
+        ids = self._log(live, units if everyone else [units[i] for i in where.tolist()], indices[where].tolist(),
+                        reason, b[where].tolist(), propensities[where].tolist(),
+                        contexts if everyone else [contexts[i] for i in where.tolist()])
+        decision_ids = np.full(len(units), None, dtype=object)
+        decision_ids[where] = ids
+        arms = indices.copy()
         # Out: the fallback arm, except for a bandit unit in coverage with no eligible arm.
-        for i in np.flatnonzero(indices < 0).tolist():
+        for i in np.flatnonzero(~inside).tolist():
             arm = None if spec.kind is Kind.BANDIT and b[i] < spec.traffic.coverage else spec.fallback_arm
-            decided[i] = self._outside(live, arm, Reason.DEFAULT, float(b[i]), masks[i])
-        return [decided[i] for i in range(len(units))]
+            arms[i] = self._outside_index(live, arm, masks[i])
+        return DecisionBatch(spec.key, live.stored.version, live.arm_facts, (Reason.DEFAULT, reason),
+                             arms, inside, b, propensities, decision_ids)
 
     def _draw_batch(self, live: Live, b: np.ndarray, masks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         """Arms and propensities of a bandit's units in coverage, -1 for the others (and for units
@@ -200,36 +219,52 @@ class Decider:
 
     def _outside(self, live: Live, arm: str | None, reason: Reason, b: float | None,
                  mask: np.ndarray | None = None) -> Decision:
-        index = live.arms.index(arm) if arm in live.arms else None
-        if index is not None and mask is not None and not mask[index]:
-            index = None  # never send over a channel the unit did not opt into
-        key, channel, campaign, payload = live.arm_facts[index] if index is not None else (None, None, None, {})
+        index = self._outside_index(live, arm, mask)
+        key, channel, campaign, payload = live.arm_facts[index] if index >= 0 else (None, None, None, {})
         return Decision(live.spec.key, key, channel, campaign, reason, False, b, None, None, live.stored.version,
                         dict(payload))
 
+    @staticmethod
+    def _outside_index(live: Live, arm: str | None, mask: np.ndarray | None) -> int:
+        """The index of the arm a unit out of the experiment gets (-1: none): never one over a
+        channel the unit did not opt into."""
+        index = live.arms.index(arm) if arm in live.arms else -1
+        return -1 if index >= 0 and mask is not None and not mask[index] else index
+
     def _inside(self, live: Live, unit: str, index: int, reason: Reason, b: float,
                 propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
-        return self._inside_many(live, [unit], [index], reason, [b], [propensity], [context or {}])[0]
+        reason = self._logged(reason)
+        [decision_id] = self._log(live, [unit], [index], reason, [b], [propensity], [context or {}])
+        arm, channel, campaign, payload = live.arm_facts[index]
+        return Decision(live.spec.key, arm, channel, campaign, reason, True, b, propensity, decision_id,
+                        live.stored.version, dict(payload))
 
-    def _inside_many(self, live: Live, units: list[str], indices: list[int], reason: Reason, bs: list[float],
-                     propensities: list[float], contexts: list[Mapping[str, Any]]) -> list[Decision]:
-        """Decisions that put units in arms, their exposures appended to the write buffer."""
-        spec, version, phase = live.spec, live.stored.version, live.spec.traffic.phase
-        if self.health.stale:
-            reason = Reason.STALE
-        now, why = utcnow(), reason.value
-        exposures, decisions = [], []
-        for unit, index, b, propensity, context in zip(units, indices, bs, propensities, contexts, strict=True):
-            arm, channel, campaign, payload = live.arm_facts[index]
-            decision_id = f"{self._id_prefix}{next(self._id_counter):012x}"
-            context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None
-            exposures.append(Exposure(decision_id, spec.key, version, phase, unit, arm, channel, b, propensity, why,
-                                      now, context_json))
-            decisions.append(Decision(spec.key, arm, channel, campaign, reason, True, b, propensity, decision_id,
-                                      version, dict(payload)))
+    def _logged(self, reason: Reason) -> Reason:
+        """The reason of a decision that put a unit in an arm: STALE while the store is down."""
+        return Reason.STALE if self.health.stale else reason
+
+    def _log(self, live: Live, units: list[str], indices: list[int], reason: Reason, bs: list[float],
+             propensities: list[float], contexts: list[Mapping[str, Any]]) -> list[str]:
+        """Append the exposures of units put in arms (for `reason`) to the write buffer, as one
+        columnar block; returns their decision ids."""
+        spec, n = live.spec, len(units)
+        if not n:
+            return []
+        with self._lock:
+            first, self._id_counter = self._id_counter, self._id_counter + n
+        ids = [f"{self._id_prefix}{k:012x}" for k in range(first, first + n)]
+        keys, channels = zip(*((a[0], a[1]) for a in live.arm_facts), strict=True)
+        exposures = ExposureBatch({
+            "decision_id": ids, "experiment": [spec.key] * n, "version": [live.stored.version] * n,
+            "phase": [spec.traffic.phase] * n, "unit": units, "arm": [keys[i] for i in indices],
+            "channel": [channels[i] for i in indices], "bucket": bs, "propensity": propensities,
+            "reason": [reason.value] * n, "ts": [utcnow()] * n,
+            "context_json": [json.dumps(c, default=str, separators=(",", ":")) if c else None for c in contexts],
+            "converted": [False] * n, "value": [0.0] * n,
+        })
         with self._lock:
             due = self.writer.append(exposures, background=self.upkeep.running)
-            live.observations_since += len(exposures)
+            live.observations_since += n
         if due:
             self.writer.flush()
-        return decisions
+        return ids

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 
 class Reason(StrEnum):
@@ -42,3 +45,55 @@ class Decision:
             "propensity": self.propensity, "decision_id": self.decision_id,
             "experiment_version": self.experiment_version, "payload": dict(self.payload),
         }
+
+
+ArmFacts = tuple[str, str, str, dict[str, Any]]  # arm key, channel, campaign, payload
+
+
+class DecisionBatch(Sequence[Decision]):
+    """The answers of one `decide_many`, column by column: a `Decision` is built only when the
+    caller indexes or iterates, so a batch costs no object per unit until it is read.
+
+    `arm` holds indices into `arm_facts` (-1: no arm); `reasons` is the reason of the units out of
+    the experiment and of those in it; `decision_id` and `propensity` count for units in it."""
+
+    __slots__ = ("experiment", "version", "arm_facts", "reasons", "arm", "in_experiment", "bucket", "propensity",
+                 "decision_id")
+
+    def __init__(self, experiment: str, version: int, arm_facts: Sequence[ArmFacts], reasons: tuple[Reason, Reason],
+                 arm: np.ndarray, in_experiment: np.ndarray, bucket: np.ndarray, propensity: np.ndarray,
+                 decision_id: np.ndarray) -> None:
+        self.experiment, self.version, self.arm_facts, self.reasons = experiment, version, arm_facts, reasons
+        self.arm, self.in_experiment, self.bucket = arm, in_experiment, bucket
+        self.propensity, self.decision_id = propensity, decision_id
+
+    def __len__(self) -> int:
+        return len(self.arm)
+
+    @overload
+    def __getitem__(self, index: int) -> Decision: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Decision]: ...
+
+    def __getitem__(self, index: int | slice) -> Decision | list[Decision]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._decision(int(self.arm[index]), bool(self.in_experiment[index]), float(self.bucket[index]),
+                              float(self.propensity[index]), self.decision_id[index])
+
+    def __iter__(self) -> Iterator[Decision]:
+        columns = (self.arm.tolist(), self.in_experiment.tolist(), self.bucket.tolist(), self.propensity.tolist(),
+                   self.decision_id.tolist())
+        for row in zip(*columns, strict=True):
+            yield self._decision(*row)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns, as a list
+
+    def _decision(self, arm: int, inside: bool, bucket: float, propensity: float, decision_id: str | None) -> Decision:
+        key, channel, campaign, payload = self.arm_facts[arm] if arm >= 0 else (None, None, None, {})
+        return Decision(self.experiment, key, channel, campaign, self.reasons[inside], inside, bucket,
+                        propensity if inside else None, decision_id if inside else None, self.version, dict(payload))

@@ -21,8 +21,10 @@ import numpy as np
 import yaml
 
 from engine.api import Engine
+from engine.config import load_config
 from engine.report import Report, build_report
 from engine.spec import ExperimentSpec, MetricType, Status
+from engine.store import Store
 from policies.simulation.population import Population, PopulationModel, SegmentProfile, draw_population
 
 # Stamped in the SQLite header of every demo store (`PRAGMA application_id`, "cprd"): `demo`
@@ -30,12 +32,24 @@ from policies.simulation.population import Population, PopulationModel, SegmentP
 DEMO_APPLICATION_ID = 0x63707264
 REVENUE_SIGMA = 0.5
 FEEDBACK_EVERY = 1000  # users between two batches of reported conversions
+USERS_PER_SECOND = 1000.0  # simulated arrivals: weights and models refit after the same users on every run
 
 
 @dataclass(frozen=True)
 class ArmTruth:
     rate: float
     mean_value: float = 1.0
+
+
+class SimulatedClock:
+    """The engine's clock in the demo: seconds of simulated time, set as users arrive, so
+    refits and flushes depend on the seed alone, never on how fast the machine runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,8 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
     notice(f"demo database: {db_path.resolve()}")
     opt_in = {str(k): float(v) for k, v in truth.get("channels_opt_in", {}).items()}
 
-    with Engine.open(f"sqlite:///{db_path}", seed=seed) as engine:
+    clock = SimulatedClock()
+    with Engine(Store(f"sqlite:///{db_path}"), load_config(), np.random.default_rng(seed), clock=clock) as engine:
         engine.apply([experiments_dir])
         running = [s.spec for s in engine.experiments() if s.spec.status is Status.RUNNING]
         rates = {}
@@ -156,6 +171,7 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
         decisions = conversions = 0
         pending: list[dict[str, Any]] = []
         for u in range(users):
+            clock.now = u / USERS_PER_SECOND
             unit = f"user-{u:07d}"
             opted = [c for c, p in zip(channels, rng.random(len(channels)), strict=True) if p < opt_in[c]]
             context: dict[str, Any] = {"opted_in": opted}

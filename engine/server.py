@@ -285,7 +285,8 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         body = await read_json(request, BATCH_BODY, max_body_bytes)
         units = [u["unit"] for u in body["units"]]
         contexts = [u.get("context") for u in body["units"]]
-        return json_response({"decisions": await run_in_threadpool(engine.decide_many, key, units, contexts)})
+        decisions = await run_in_threadpool(engine.decide_many, key, units, contexts)
+        return json_response({"decisions": list(decisions)})
 
     @app.post("/v1/events", dependencies=[decider], openapi_extra=body_spec(EventsRequest))
     async def events(request: Request) -> JSONResponse:

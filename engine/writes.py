@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from engine.events import parse_event
 from engine.health import StoreHealth
 from engine.spool import Spool, SpoolFullError
 from engine.store import Exposure, Store, StoredExperiment
+from engine.store.decisions import ExposureBatch
 
 log = logging.getLogger("crosspromo")
 
@@ -34,18 +35,29 @@ class ExposureWriter:
         self.config = config
         self.health = health
         self.spool = spool
-        self.buffer: list[Exposure] = []
+        self._blocks: list[ExposureBatch] = []  # oldest first: a block per decide call
+        self._buffered = 0
         self._clock = clock
         self._lock = lock
         self._flush_lock = threading.Lock()
         self._last_flush = clock()
 
-    def append(self, exposures: list[Exposure], background: bool) -> bool:
+    @property
+    def buffer(self) -> list[Exposure]:
+        """The buffered exposures, oldest first (a copy)."""
+        return list(ExposureBatch.concat(self._blocks)) if self._blocks else []
+
+    @buffer.setter
+    def buffer(self, exposures: Sequence[Exposure]) -> None:
+        self._blocks, self._buffered = [ExposureBatch.of(exposures)], len(exposures)
+
+    def append(self, exposures: ExposureBatch, background: bool) -> bool:
         """Buffer `exposures` (under the engine's lock); True if the buffer is due for a flush:
         full, or — without a background thread to flush it — past its batch size or age."""
-        self.buffer += exposures
-        return len(self.buffer) >= self.config.exposure_max_buffered or not background and (
-            len(self.buffer) >= self.config.exposure_batch_size
+        self._blocks.append(exposures)
+        self._buffered += len(exposures)
+        return self._buffered >= self.config.exposure_max_buffered or not background and (
+            self._buffered >= self.config.exposure_batch_size
             or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
 
     def flush(self) -> int:
@@ -56,10 +68,11 @@ class ExposureWriter:
         """
         with self._flush_lock:
             with self._lock:
-                batch, self.buffer = self.buffer, []
+                blocks, self._blocks, self._buffered = self._blocks, [], 0
                 self._last_flush = self._clock()
-            if not batch:
+            if not blocks:
                 return 0
+            batch = ExposureBatch.concat(blocks)
             try:
                 written = self.store.log_exposures(batch)
             except Exception as exc:
@@ -76,9 +89,10 @@ class ExposureWriter:
             self.health.ok()
             return written
 
-    def _requeue(self, batch: list[Exposure]) -> None:
+    def _requeue(self, batch: ExposureBatch) -> None:
         with self._lock:
-            self.buffer = batch + self.buffer  # kept for the next flush
+            self._blocks.insert(0, batch)  # kept for the next flush
+            self._buffered += len(batch)
 
     def drain_spool(self, experiments: Callable[[], dict[str, StoredExperiment]]) -> int:
         """Write what the spool holds into the store (idempotently); returns how many records.

@@ -7,16 +7,17 @@ one bulk insert, while a batch replayed from a spool inserts only the ids not st
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from sqlalchemy import Connection, Select, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 
-from engine.db import bulk_insert, insert_if_absent, member_of
+from engine.db import insert_columns, insert_if_absent, member_of
 from engine.events import utcnow
 from engine.store.aggregates import Deltas
 from engine.tables import ASSIGNMENTS, DECISIONS
@@ -29,13 +30,11 @@ _ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
 )
 
 
-
 @lru_cache(maxsize=4)
 def decisions_in(dialect: str) -> Select[Any]:
     # A fixed lock order: two transactions locking overlapping decisions cannot deadlock.
     return (select(*_DECISION_STATE).where(member_of(DECISIONS.c.decision_id, "ids", dialect))
             .order_by(DECISIONS.c.decision_id).with_for_update())
-
 
 
 class Exposure(NamedTuple):
@@ -57,41 +56,81 @@ class Exposure(NamedTuple):
     value: float = 0.0
 
 
-
 assert sorted(Exposure._fields) == sorted(c.name for c in DECISIONS.columns)
 
+
+class ExposureBatch(Sequence[Exposure]):
+    """Exposures column by column: what a batch of decisions logs, buffered and written as one
+    block, with no object per row. Indexing gives an `Exposure`; slicing, a batch."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        """`columns`: every field of `Exposure`, in its order, as lists of one length."""
+        self.columns = columns
+
+    @classmethod
+    def of(cls, exposures: Iterable[Exposure]) -> ExposureBatch:
+        rows = list(exposures)
+        return cls({f: [r[i] for r in rows] for i, f in enumerate(Exposure._fields)})
+
+    @classmethod
+    def concat(cls, batches: Sequence[ExposureBatch]) -> ExposureBatch:
+        if len(batches) == 1:
+            return batches[0]
+        return cls({f: list(chain.from_iterable(b.columns[f] for b in batches)) for f in Exposure._fields})
+
+    def __len__(self) -> int:
+        return len(self.columns["decision_id"])
+
+    @overload
+    def __getitem__(self, index: int) -> Exposure: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ExposureBatch: ...
+
+    def __getitem__(self, index: int | slice) -> Exposure | ExposureBatch:
+        if isinstance(index, slice):
+            return ExposureBatch({f: c[index] for f, c in self.columns.items()})
+        return Exposure(*(c[index] for c in self.columns.values()))
+
+    def take(self, positions: Sequence[int]) -> ExposureBatch:
+        return ExposureBatch({f: [c[i] for i in positions] for f, c in self.columns.items()})
 
 
 def insert_exposures(conn: Connection, exposures: Sequence[Exposure]) -> int:
     """Insert exposures and bump their arms' counts; returns how many were new."""
-    new = exposures if _bulk_insert_fresh(conn, exposures) else _insert_absent(conn, exposures)
+    batch = exposures if isinstance(exposures, ExposureBatch) else ExposureBatch.of(exposures)
+    new = batch if _bulk_insert_fresh(conn, batch) else _insert_absent(conn, batch)
+    c = new.columns
     deltas = Deltas()
-    for (key, phase, arm), n in Counter((e.experiment, e.phase, e.arm) for e in new).items():
+    for (key, phase, arm), n in Counter(zip(c["experiment"], c["phase"], c["arm"], strict=True)).items():
         deltas.add(key, phase, arm, exposures=n)
     deltas.apply(conn)
     return len(new)
 
 
-def _bulk_insert_fresh(conn: Connection, exposures: Sequence[Exposure]) -> bool:
+def _bulk_insert_fresh(conn: Connection, batch: ExposureBatch) -> bool:
     """Insert all exposures at once; False (nothing inserted) if any id already exists."""
     try:
         with conn.begin_nested():
-            bulk_insert(conn, DECISIONS, Exposure._fields, exposures)
+            insert_columns(conn, DECISIONS, batch.columns)
     except IntegrityError:
         return False
     return True
 
 
-def _insert_absent(conn: Connection, exposures: Sequence[Exposure]) -> list[Exposure]:
+def _insert_absent(conn: Connection, batch: ExposureBatch) -> ExposureBatch:
     """Insert the exposures whose ids are not stored yet (the first of repeats); returns them."""
-    stored = set(conn.execute(decisions_in(conn.dialect.name), {"ids": [e.decision_id for e in exposures]})
-                 .scalars())
-    new = []
-    for e in exposures:
-        if e.decision_id not in stored:
-            stored.add(e.decision_id)
-            new.append(e)
-    bulk_insert(conn, DECISIONS, Exposure._fields, new)
+    ids = batch.columns["decision_id"]
+    stored = set(conn.execute(decisions_in(conn.dialect.name), {"ids": ids}).scalars())
+    positions = []
+    for i, decision_id in enumerate(ids):
+        if decision_id not in stored:
+            stored.add(decision_id)
+            positions.append(i)
+    new = batch.take(positions)
+    insert_columns(conn, DECISIONS, new.columns)
     return new
 
 
