@@ -213,13 +213,11 @@ app = typer.Typer(
 
 
 def check_text(value: str) -> str:
-    """Text the store can hold: UTF-8 (the shell may pass undecodable bytes) and no NUL."""
-    if "\x00" in value:
-        raise typer.BadParameter("contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise typer.BadParameter(f"not valid UTF-8 (undecodable byte at position {exc.start})") from None
+    """Text the store can hold (the shell may pass undecodable bytes): `engine.text`'s rule."""
+    from engine.text import text_problem
+
+    if problem := text_problem(value):
+        raise typer.BadParameter(problem)
     return value
 
 

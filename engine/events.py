@@ -22,6 +22,8 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.text import text_problem
+
 EventType = Literal["conversion", "exposure"]
 InputFormat = Literal["jsonl", "csv"]
 MAX_VALUE = 1e12
@@ -75,8 +77,8 @@ class Event(BaseModel):
     def _storable_text(cls, v: str | None) -> str | None:
         """Text every store can hold: PostgreSQL refuses NUL. Refused here, such a row never
         reaches (and jams) a write. (pydantic refuses lone surrogates: see `_reason`.)"""
-        if v is not None and "\x00" in v:
-            raise ValueError("must not contain NUL characters")
+        if v is not None and (problem := text_problem(v)):
+            raise ValueError(problem)
         return v
 
     @field_validator("value", mode="before")
@@ -346,7 +348,8 @@ def _csv_row(line: int, row: list[str], columns: list[str]) -> RawRow:
 
 
 def _storable(text: str) -> bool:
-    """No surrogates (in CSV text they stand for bytes that were not UTF-8)."""
+    """No surrogates: in CSV text they stand for bytes that were not UTF-8 (a NUL is left to
+    the field's own check, which names the field)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

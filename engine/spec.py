@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from engine.text import text_problem
 from policies.bandits.registry import Policy, make_policy
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
@@ -31,7 +32,7 @@ MAX_PAYLOAD_DEPTH = 16
 def _not_json(value: Any) -> str:
     """Why `value` is not a JSON value ('' if it is one); containers are judged by the caller."""
     if value is None or isinstance(value, bool | str):
-        return "NUL characters are not allowed in text" if isinstance(value, str) and "\x00" in value else ""
+        return text_problem(value) if isinstance(value, str) else ""
     if isinstance(value, int):
         return "" if INT64[0] <= value <= INT64[1] else "integer out of the 64-bit range; quote it to keep it as text"
     if isinstance(value, float):
@@ -61,8 +62,8 @@ def json_problems(value: Any, max_depth: int | None = None) -> Iterator[tuple[Lo
             for key, child in pairs:
                 if isinstance(item, dict) and not isinstance(key, str):
                     yield (*loc, key if isinstance(key, int) else str(key)), f"keys must be text, got {key!r}; quote it"
-                elif isinstance(item, dict) and "\x00" in key:
-                    yield (*loc, key), "NUL characters are not allowed in text"
+                elif isinstance(item, dict) and (problem := text_problem(key)):
+                    yield (*loc, key), problem
                 else:
                     children.append(((*loc, key), child))
             stack += reversed(children)

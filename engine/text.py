@@ -17,13 +17,20 @@ class BadTextError(ValueError):
     """A string no store can hold; the message names the field."""
 
 
-def check_text(field: str, value: str) -> str:
+def text_problem(value: str) -> str:
+    """Why no store can hold `value` ('' if one can): the one rule behind every edge check."""
     if "\x00" in value:
-        raise BadTextError(f"{field}: must not contain NUL characters")
+        return "must not contain NUL characters"
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadTextError(f"{field}: is not valid Unicode text (undecodable bytes or a lone surrogate)") from None
+    except UnicodeEncodeError as exc:
+        return f"is not valid UTF-8 text (an undecodable byte or a lone surrogate at position {exc.start})"
+    return ""
+
+
+def check_text(field: str, value: str) -> str:
+    if problem := text_problem(value):
+        raise BadTextError(f"{field}: {problem}")
     return value
 
 

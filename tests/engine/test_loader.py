@@ -112,6 +112,8 @@ NOT_JSON = [
     ("infinity in a list", "{x: [1, -.inf]}", "arms[1].payload.x[1]", "NaN and infinity"),
     ("number as key", "{1: a}", "arms[1].payload", "keys must be text: quote '1'"),
     ("NUL in text", '{a: "x\\0y"}', "arms[1].payload.a", "NUL characters"),
+    ("lone surrogate in text", '{a: "x\\ud800"}', "arms[1].payload.a", "not valid UTF-8"),
+    ("lone surrogate in a key", '{"\\udcff": 1}', "arms[1].payload", "not valid UTF-8"),
     ("nested 20 levels", "{a: " + "{b: " * 20 + "1" + "}" * 20 + "}", "arms[1].payload.a.b", "nested deeper than 16"),
 ]
 
