@@ -126,8 +126,10 @@ def store_error(exc: BaseException, url: str) -> StoreError | None:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` means the store cannot be reached now (as opposed to a bad statement)."""
-    if isinstance(exc, OperationalError | InterfaceError | StoreFileGoneError):
+    """Whether `exc` means the store cannot be reached now (as opposed to a bad statement). A
+    store locked by another writer for longer than the busy timeout is out of reach too: its
+    rows are good and are retried, never quarantined."""
+    if isinstance(exc, OperationalError | InterfaceError | StoreFileGoneError | StoreLockedError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

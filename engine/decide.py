@@ -11,6 +11,7 @@ object per unit is built until the caller reads one.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from engine.events import utcnow
 from engine.health import StoreHealth
 from engine.snapshot import Live
 from engine.spec import Kind, Status
+from engine.spool import SpoolFullError
 from engine.store import Store
 from engine.store.decisions import ExposureBatch
 from engine.text import check_context, check_text
@@ -37,6 +39,8 @@ from policies.bandits.choice import (
     eligible_weights,
 )
 from policies.targeting.blend import blend, choose_targeted
+
+log = logging.getLogger("crosspromo")
 
 MAX_UNIT_LENGTH = 256  # the decisions.unit column
 STICKY_CACHE_SIZE = 100_000
@@ -263,8 +267,20 @@ class Decider:
             "converted": [False] * n, "value": [0.0] * n,
         })
         with self._lock:
+            self.writer.check_room()
             due = self.writer.append(exposures, background=self.upkeep.running)
             live.observations_since += n
         if due:
-            self.writer.flush()
+            self._flush_logged()
         return ids
+
+    def _flush_logged(self) -> None:
+        """Flush once the decisions are logged. They stand whatever the write does: a store that
+        does not take them keeps them buffered (or spooled), so no error may reach the caller,
+        whose retry would log the unit twice."""
+        try:
+            self.writer.flush()
+        except SpoolFullError:
+            log.warning("the spool is full: exposures wait in memory for the store")
+        except Exception as exc:
+            self.health.failed(exc, "logging exposures")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.db import is_unavailable
+from engine.db import StoreError, is_unavailable
 from engine.events import parse_event
 from engine.health import StoreHealth
 from engine.spool import Spool, SpoolFullError
@@ -51,12 +51,21 @@ class ExposureWriter:
     def buffer(self, exposures: Sequence[Exposure]) -> None:
         self._blocks, self._buffered = [ExposureBatch.of(exposures)], len(exposures)
 
+    def check_room(self) -> None:
+        """Refuse a new exposure (before it is logged) while twice `exposure_max_buffered` wait
+        for a store that does not take them: memory stays bounded, and a caller that retries the
+        refused decision cannot log it twice."""
+        if self._buffered >= 2 * self.config.exposure_max_buffered:
+            raise StoreError(f"{self._buffered:,} exposures wait for the store: no room for more",
+                             "the store is not taking writes; retry when it answers")
+
     def append(self, exposures: ExposureBatch, background: bool) -> bool:
         """Buffer `exposures` (under the engine's lock); True if the buffer is due for a flush:
-        full, or — without a background thread to flush it — past its batch size or age."""
+        full, or — without a background thread to flush it, and unless the store just failed (a
+        reload of the snapshot tells when it is back) — past its batch size or age."""
         self._blocks.append(exposures)
         self._buffered += len(exposures)
-        return self._buffered >= self.config.exposure_max_buffered or not background and (
+        return self._buffered >= self.config.exposure_max_buffered or not (background or self.health.stale) and (
             self._buffered >= self.config.exposure_batch_size
             or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from engine.api import Engine
 from engine.cli import app
+from engine.config import load_config
+from engine.db import StoreError
 from engine.events import Event, parse_event
+from engine.store import Store
 from engine.text import BadTextError
+from tests.samples import AB_YAML, write_yaml
 
 POISON_UNITS = {"sqlite": ["bad\udcff"], "postgres": ["evil\x00", "bad\udcff"]}
 
@@ -81,3 +89,44 @@ def test_an_event_the_database_refuses_is_quarantined_and_its_chunk_applied(engi
     assert [r["record"]["event_id"] for r in engine.store.quarantined()] == ["x1"]
     _, aggregates = engine.aggregates("landing")
     assert sum(a.conversions for a in aggregates) == 4
+
+
+def test_a_locked_store_is_an_outage_not_a_poison_row(sqlite_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer holding the store past the busy timeout: nothing is quarantined, the
+    decisions stand (no error a client would retry, logging the unit twice), and every
+    exposure is written once the lock is released."""
+    monkeypatch.setenv("CROSSPROMO_STORE_BUSY_TIMEOUT", "0.2")
+    write_yaml(tmp_path / "exp", "landing.yaml", AB_YAML)
+    with Engine.open(sqlite_url, seed=0) as engine:
+        engine.apply([tmp_path / "exp"])
+        with open(f"{sqlite_url.removeprefix('sqlite:///')}.write-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as another process writing would
+            try:
+                decisions = [engine.decide("landing", f"u{i}") for i in range(600)]  # past the batch size
+                assert engine.stale and all(d.in_experiment for d in decisions)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        assert engine.flush() == 600
+        assert engine.store.quarantined() == []
+        assert engine.store.counts()["decisions"] == 600
+
+
+def test_decisions_are_refused_before_logging_once_the_waiting_buffer_is_full(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROSSPROMO_STORE_BUSY_TIMEOUT", "0.1")
+    write_yaml(tmp_path / "exp", "landing.yaml", AB_YAML)
+    config = dataclasses.replace(load_config(), exposure_max_buffered=5, exposure_batch_size=2)
+    with Engine(Store(sqlite_url), config, np.random.default_rng(0)) as engine:
+        engine.apply([tmp_path / "exp"])
+        with open(f"{sqlite_url.removeprefix('sqlite:///')}.write-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                for i in range(10):
+                    engine.decide("landing", f"u{i}")
+                with pytest.raises(StoreError, match="no room for more"):
+                    engine.decide("landing", "one-too-many")
+                assert len(engine.writer.buffer) == 10  # the refused one was never logged
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        assert engine.flush() == 10
