@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import sys
-import traceback
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -169,9 +167,9 @@ def _log_warning(message: Warning | str, category: type[Warning], filename: str,
 
 def internal_error(exc: BaseException, command: str) -> UserError:
     """Log `exc` with its traceback under a fresh id; the one line the user sees names the id."""
-    incident = uuid.uuid4().hex[:8]
-    details = redact_text("".join(traceback.format_exception(exc)))
-    log.error("internal error %s in `crosspromo %s`:\n%s", incident, command, details)
+    from engine.incident import record_incident
+
+    incident = record_incident(log, exc, f"`crosspromo {command}`")
     logged = not any(getattr(h, "failed", False) for h in log.handlers)
     where = (f"details in the log {log_path()}" if logged
              else f"the log {log_path()} cannot be written; set {DEBUG_ENV}=1 to see the details")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from engine.db import is_unavailable
+from engine.db import first_line, is_unavailable
 
 log = logging.getLogger("crosspromo")
 
@@ -22,7 +22,7 @@ class StoreHealth:
         if not is_unavailable(exc):
             raise exc
         if not self.stale:
-            log.warning("store unreachable while %s: %s; serving from the snapshot", doing, exc)
+            log.warning("store unreachable while %s: %s; serving from the snapshot", doing, first_line(exc))
         self.stale = True
 
     def ok(self) -> None:

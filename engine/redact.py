@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-# scheme://user:password@ — the password is whatever runs to the last '@' before the host.
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^\s]*)@")
+# scheme://user:password@ — the password runs to the last '@' of the authority (before any
+# '/', '?' or '#'), so an unencoded '@' in it is masked too and one in the query is left alone;
+# and password=... as a URL query parameter or a libpq setting.
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^\s/?#]*)@")
+_PASSWORD_SETTING = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>[^&\s'\"]*)", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -21,4 +24,5 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
-    return _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    text = _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _PASSWORD_SETTING.sub(lambda m: f"{m['head']}{MASK}", text)

@@ -18,7 +18,6 @@ import hmac
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
 from engine.db import StoreError, is_unavailable
 from engine.events import Event
+from engine.incident import record_incident
 from engine.spool import Spool, SpoolFullError
 
 log = logging.getLogger("crosspromo.server")
@@ -167,9 +167,7 @@ def validation_reasons(exc: ValidationError) -> str:
 def internal_error(exc: BaseException, where: str) -> JSONResponse:
     """The answer to an exception nothing expected: 503 with an id; the log line with the same id
     holds the traceback (the store's engine hides SQL parameters, so no row data is logged)."""
-    error_id = uuid.uuid4().hex[:12]
-    log.error("internal error %s in %s", error_id, where, exc_info=exc)
-    return JSONResponse({"error": "internal error", "id": error_id}, status_code=503)
+    return JSONResponse({"error": "internal error", "id": record_incident(log, exc, where)}, status_code=503)
 
 
 class ErrorBoundary:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
 
-from engine.db import is_unavailable
+from engine.db import first_line, is_unavailable
 from engine.events import utcnow
 from engine.tables import QUARANTINE
 
@@ -36,10 +36,9 @@ def is_refused_row(exc: BaseException) -> bool:
 
 
 def refusal(exc: BaseException) -> str:
-    """The first line of the driver's reason, without SQL or bound values."""
+    """The driver's reason: its first line, without SQL, bound values or a password."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return f"{type(orig).__name__}: {text}"[:MAX_REASON]
+    return f"{type(orig).__name__}: {first_line(orig)}"[:MAX_REASON]
 
 
 def write_isolating(items: Sequence[T], write: Callable[[Sequence[T]], R], merge: Callable[[R, R, int], R],

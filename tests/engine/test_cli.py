@@ -222,7 +222,7 @@ def test_an_unexpected_exception_is_one_line_with_an_id_found_in_the_log(
     lines = result.output.splitlines()
     assert lines[0].startswith("error: internal error (id ") and str(log) in lines[0]
     assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.output
-    incident = re.search(r"\(id ([0-9a-f]{8})\)", lines[0]).group(1)  # type: ignore[union-attr]
+    incident = re.search(r"\(id ([0-9a-f]{12})\)", lines[0]).group(1)  # type: ignore[union-attr]
     text = log.read_text()
     assert f"internal error {incident} in `crosspromo validate`" in text
     assert "Traceback (most recent call last)" in text and "RuntimeError: boom" in text

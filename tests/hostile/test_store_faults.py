@@ -172,6 +172,10 @@ REDACTIONS = [
     ("no-password", "postgresql://app@db/x", "postgresql://app@db/x"),
     ("sqlite", "sqlite:///crosspromo.db", "sqlite:///crosspromo.db"),
     ("in-a-sentence", "cannot reach mysql://root:toor@h/x: refused", "cannot reach mysql://root:***@h/x: refused"),
+    ("at-sign-in-the-query", "postgresql://u:pw@db/x?x=@", "postgresql://u:***@db/x?x=@"),
+    ("password-parameter", "postgresql+psycopg://bob@db/x?password=s3cr3t&sslmode=require",
+     "postgresql+psycopg://bob@db/x?password=***&sslmode=require"),
+    ("libpq-setting", "connection failed: host=db password=zz user=u", "connection failed: host=db password=*** user=u"),
 ]
 
 
