@@ -190,6 +190,9 @@ class GuardedGroup(TyperGroup):
                 return super().invoke(ctx)
             except (typer.Exit, typer.Abort):
                 raise
+            except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as rich does
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+                raise typer.Exit(EXIT_ERROR) from None
             except UsageError as exc:
                 command = exc.ctx.command_path if exc.ctx is not None else "crosspromo"
                 _say(UserError(exc.format_message(), f"see '{command} --help'", exc.exit_code))
@@ -422,6 +425,9 @@ def ingest(
     if file != STDIN and (not file.exists() or file.is_dir()):
         fail(f"FILE: {name} is {'a directory' if file.is_dir() else 'not there'}",
              "name a JSONL or CSV file, or - to read standard input", code=EXIT_INVALID)
+    if rejects is not None and rejects.exists() and file.exists() and rejects.samefile(file):
+        fail(f"--rejects {rejects}: is the file being ingested; writing rejections there would erase it",
+             "name another file for --rejects", code=EXIT_INVALID)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     bar = Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), console=err,
@@ -690,15 +696,22 @@ def quarantine(
 def export_log_command(
     experiment: ExperimentArg,
     out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.", dir_okay=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it is a database.")] = False,
     db: DbOption = None,
 ) -> None:
     """Write an experiment's logged decisions (current phase) as a CSV log for `evaluate`.
+    An existing --out that is a SQLite database (the store itself, say) is not replaced
+    unless --force is given.
 
     A unit or context cell that a spreadsheet would run as a formula (it starts with = + - @,
     a tab or a carriage return), or that starts with a single quote, is written with a single
     quote in front (OWASP's advice against CSV injection); `evaluate` removes it again."""
+    from engine.db import sqlite_header
     from engine.offpolicy import export_log
 
+    if not force and sqlite_header(out_path) is not None:
+        fail(f"--out {out_path}: is a SQLite database; refusing to replace it with a CSV log",
+             "choose another --out, or pass --force to replace it")
     with open_engine(db) as engine:
         written = export_log(engine.store, engine.experiment(experiment).spec, out_path)
     err.print(f"wrote {written:,} decisions to {out_path}", markup=False)

@@ -207,6 +207,19 @@ def create_engine(url: str) -> SAEngine:
     return sa
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_header(path: Path) -> bytes | None:
+    """The 100-byte header of the SQLite database at `path`; None if it is not one (or absent)."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(100)
+    except OSError:
+        return None
+    return header if len(header) == 100 and header.startswith(SQLITE_MAGIC) else None
+
+
 def sqlite_file_identity(path: str) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the file at `path`, None if there is none: a file deleted and made
     anew at the same path has another identity."""

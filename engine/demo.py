@@ -22,6 +22,7 @@ import yaml
 
 from engine.api import Engine
 from engine.config import load_config
+from engine.db import sqlite_header
 from engine.report import Report, build_report
 from engine.spec import ExperimentSpec, MetricType, Status
 from engine.store import Store
@@ -114,10 +115,8 @@ def draw_segments(raw: dict[str, Any], specs: list[ExperimentSpec], truth: dict[
 
 def is_demo_store(path: Path) -> bool:
     """Whether `path` is a SQLite file stamped as a demo store (read from its header only)."""
-    with path.open("rb") as fh:
-        header = fh.read(100)
-    return (len(header) == 100 and header.startswith(b"SQLite format 3\x00")
-            and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID)
+    header = sqlite_header(path)
+    return header is not None and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID
 
 
 def check_out(path: Path, force: bool) -> None:

@@ -302,3 +302,23 @@ def test_an_unwritable_log_still_gives_one_line(workdir: Path, monkeypatch: pyte
     result = run("validate")
     assert result.exit_code == 70 and "cannot be written" in result.output and "CROSSPROMO_DEBUG=1" in result.output
     assert "Traceback" not in result.output and "Logging error" not in result.output
+
+
+def test_ingest_refuses_to_write_rejections_over_its_own_input(workdir: Path) -> None:
+    events = workdir / "events.jsonl"
+    events.write_text('{"event_id": "e1", "experiment": "landing", "unit": "nobody"}\nnot json\n')
+    result = run("ingest", str(events), "--rejects", str(events))
+    assert result.exit_code == 2 and "--rejects" in result.output and "Traceback" not in result.output
+    assert events.read_text().count("\n") == 2  # untouched
+
+
+@pytest.mark.parametrize("args", [["evaluate", "--help"], ["sample-size", "--baseline", "0.1", "--mde", "0.1"]])
+def test_a_reader_that_goes_away_gets_no_error_message(workdir: Path, args: list[str]) -> None:
+    """`crosspromo ... | head`: once the reader closed the pipe, the command stops quietly
+    (exit 1, as rich and click do), with no `error:` about a broken pipe."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the command writes a byte
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr == b"", stderr

@@ -127,3 +127,18 @@ def test_export_log_neutralises_formula_cells_and_evaluate_reads_them_back(workd
     assert {r.context["interest"] for r in rows} == {_no_comma(c) for c in HOSTILE_CELLS}
     result = runner.invoke(app, ["evaluate", "log.csv", "--experiment", "channels", "--resamples", "20"])
     assert result.exit_code == 0, result.output
+
+
+def test_export_log_never_replaces_a_database_unless_forced(workdir: Path) -> None:
+    with Engine.open("sqlite:///crosspromo.db", seed=0) as engine:
+        engine.apply([workdir / "experiments"])
+        engine.decide("channels", "u1", {"opted_in": ["email"]})
+    before = (workdir / "crosspromo.db").read_bytes()
+    result = runner.invoke(app, ["export-log", "channels", "--out", "crosspromo.db"])
+    assert result.exit_code == 1 and "--out crosspromo.db: is a SQLite database" in result.output
+    assert (workdir / "crosspromo.db").read_bytes() == before
+    assert runner.invoke(app, ["winners"]).exit_code == 0  # the store is intact
+    (workdir / "old.db").write_bytes(before)
+    result = runner.invoke(app, ["export-log", "channels", "--out", "old.db", "--force"])
+    assert result.exit_code == 0, result.output
+    assert (workdir / "old.db").read_text().startswith("arm,")
