@@ -86,6 +86,8 @@ def _check_common(power: float, mde: float) -> None:
 def _solve(solver: Any, effect_size: float, level: float, power: float, large_field: str) -> float:
     """Exposures per arm from statsmodels' `solve_power`, refused (never NaN) when the root
     finder fails: a tiny effect blames the mde, a huge one `large_field`."""
+    if not (math.isfinite(effect_size) and effect_size > 0):  # statsmodels would raise on 0
+        raise PlanningError("mde", "too small to plan: at double precision it does not move the baseline")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a ConvergenceWarning comes with the NaN refused below
         n = float(solver.solve_power(effect_size=effect_size, alpha=level, power=power, ratio=1.0))

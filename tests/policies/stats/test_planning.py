@@ -117,8 +117,9 @@ def test_power_at_planned_sample_revenue() -> None:
     (lambda: plan_mean_sample_size(10.0, 5.0, 1e-12), "mde"),
     (lambda: plan_mean_sample_size(10.0, 1e-15, 0.05), "std"),  # a near-zero-variance arm
     (lambda: plan_mean_sample_size(float("inf"), 5.0, 0.05), "baseline"),
+    (lambda: plan_binary_sample_size(0.1, 1e-300, relative=False), "mde"),  # target == baseline: h is 0
 ], ids=["tiny-mde", "nan-mde", "rate-above-1", "alpha-0", "power-1", "one-arm", "tiny-mean-mde", "tiny-std",
-        "infinite-baseline"])
+        "infinite-baseline", "mde-below-precision"])
 def test_inputs_without_a_plan_raise_naming_the_input_and_warn_nothing(call: Any, field: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
