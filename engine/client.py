@@ -5,7 +5,8 @@
         d = cp.decide("art-training-crosspromo", "user-42", {"opted_in": ["email", "push"]})
         cp.record({"event_id": "evt-1", "experiment": d["experiment"], "decision_id": d["decision_id"]})
 
-Retries (connection errors, timeouts, 429 and 502/503/504) wait as the service's `Retry-After`
+Retries (connection errors, timeouts, 429, 502, 504, and 503 with `Retry-After`: a 503 without
+one answers a fault of the service's own) wait as the service's `Retry-After`
 says, else by exponential backoff with full jitter (so clients that failed together do not
 return together), and stop after `retries` retries or `give_up_after` seconds. They are safe
 for events because the service counts an `event_id` once. A retried decision whose first
@@ -94,8 +95,15 @@ def retry_after(response: httpx.Response, now: datetime | None = None) -> float 
 
 
 def _retryable(outcome: Outcome) -> bool:
+    """Connection errors, timeouts and the statuses of a busy or restarting service. A 503 only
+    with `Retry-After`: without one it is the service's answer to a fault of its own, after
+    which a retried decision could be logged twice."""
     response, error = outcome
-    return error is not None or (response is not None and response.status_code in RETRY_STATUSES)
+    if error is not None:
+        return True
+    if response is None or response.status_code not in RETRY_STATUSES:
+        return False
+    return response.status_code != 503 or "retry-after" in response.headers
 
 
 class _Base:

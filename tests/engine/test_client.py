@@ -21,8 +21,8 @@ def flaky(failures: list[int | type[Exception]], final: httpx.Response) -> tuple
         seen.append(request)
         if failures:
             failure = failures.pop(0)
-            if isinstance(failure, int):
-                return httpx.Response(failure, json={"error": "busy"})
+            if isinstance(failure, int):  # a busy service says when to come back
+                return httpx.Response(failure, json={"error": "busy"}, headers={"Retry-After": "0"})
             raise failure("boom", request=request)
         return final
 
@@ -130,6 +130,16 @@ def test_backoff_without_retry_after_is_exponential_with_full_jitter(sleeps: lis
     caps = [2.0**n for n in range(12)]
     assert len(seen) == 13 and all(0 <= s <= cap for s, cap in zip(sleeps, caps, strict=True))
     assert sleeps != caps  # jittered, not the plain doubling every client would share
+
+
+def test_a_503_without_retry_after_is_not_retried(sleeps: list[float]) -> None:
+    """The service's answer to a fault of its own (an internal error with an id) may come after
+    the decision was logged: a retry would log the unit twice."""
+    seen, transport = answers(httpx.Response(503, json={"error": "internal error", "id": "abc"}),
+                              httpx.Response(200, json=DECISION))
+    with Client("http://svc", "key", transport=transport) as c, pytest.raises(ServiceError, match="503"):
+        c.decide("landing", "u1")
+    assert len(seen) == 1 and sleeps == []
 
 
 def test_retry_after_as_an_http_date() -> None:
