@@ -718,16 +718,24 @@ def export_log_command(
 
 
 def check_bind(host: str, port: int) -> None:
-    """`host` resolves to an address this machine can bind (uvicorn would fail later, less clearly)."""
+    """`host` resolves to an address this machine can bind, on a free `port` (uvicorn would fail
+    later, less clearly, with an exit code of its own)."""
     import socket
 
     if not host.strip():
         raise typer.BadParameter("empty host", param_hint="'--host'")
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as exc:
         raise typer.BadParameter(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}",
                                  param_hint="'--host'") from None
+    with socket.socket(family, kind, proto) as probe:  # taken or forbidden: say so now, not as uvicorn's exit 3
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                 "another process may hold the port: choose another --port, or stop it")
 
 
 @app.command()

@@ -322,3 +322,15 @@ def test_a_reader_that_goes_away_gets_no_error_message(workdir: Path, args: list
     proc.stdout.close()  # before the command writes a byte
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and stderr == b"", stderr
+
+
+def test_serve_on_a_taken_port_says_so_before_starting(workdir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--host", "127.0.0.1", "--port", str(port), "--no-auth")
+    assert result.exit_code == 1, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output and "Traceback" not in result.output
