@@ -1,15 +1,9 @@
 """The `crosspromo` command line. Data goes to stdout, notices and progress to stderr.
 
-Every command runs inside one error boundary (`GuardedGroup.invoke`): a user error prints
-`error: ...` and a `hint: ...` and exits with its code, never a traceback; an unexpected
-exception prints `error: internal error (id X)` and the traceback goes, with the id, to the
-log file (`CROSSPROMO_LOG_FILE`, default `$XDG_STATE_HOME/crosspromo/crosspromo.log`; also
-to stderr with `CROSSPROMO_DEBUG=1`). Warnings from libraries go to that log, not the user.
-
-Exit codes: 0 success; 1 error (unknown experiment, unsafe change, bad file or value);
-2 invalid input (experiment files, command-line arguments); 3 SRM with `--fail-on-srm`;
-4 the store cannot be used (unreachable, locked by another writer, read-only, corrupted,
-bad URL); 70 internal error.
+Every command runs inside one error boundary (`engine.cli_boundary`: exit codes, `error:`
+lines, incident ids); options are typed and checked at parse time (`engine.cli_options`).
+Why this module is one piece (about 500 lines): it is the command table, one short function
+per command, each turning options into one engine call and its output.
 
 Start time matters (`--help`, `validate`): this module imports no store, analysis, plotting
 or server code at the top; each command imports what it uses.
@@ -18,190 +12,51 @@ or server code at the top; each command imports what it uses.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from typer.core import TyperGroup
 
+from engine.cli_boundary import (
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_SRM,
+    EXIT_STORE,
+    GuardedGroup,
+    err,
+    fail,
+    out,
+    remember_store,
+)
+from engine.cli_options import (
+    CorrectionChoice,
+    DbOption,
+    DecideFormat,
+    EvaluateFormat,
+    ExperimentArg,
+    ExperimentsArg,
+    Format,
+    InputFormatChoice,
+    PathsArg,
+    RecommenderChoice,
+    Seed,
+    check_bind,
+    finite_in,
+    parse_context,
+    text_option,
+    unit_option,
+)
 from engine.config import load_config
-from engine.redact import redact_text, redact_url
+from engine.redact import redact_url
 
-try:  # typer >= 0.20 vendors click
-    from typer._click.exceptions import UsageError
-except ImportError:  # pragma: no cover - older typer on real click
-    from click.exceptions import UsageError  # type: ignore[no-redef]
+__all__ = ["EXIT_ERROR", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice", "RecommenderChoice", "app"]
 
 if TYPE_CHECKING:
     from engine.api import Engine
     from engine.spec import ExperimentSpec
-
-# Piped output is not cut at 80 columns: wide tables stay whole in files and CI logs.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_ERROR = 1
-EXIT_INVALID = 2
-EXIT_SRM = 3
-EXIT_STORE = 4
-EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
-LOG_FILE_ENV = "CROSSPROMO_LOG_FILE"
-DEBUG_ENV = "CROSSPROMO_DEBUG"
-
-log = logging.getLogger("crosspromo.cli")
-_store_url: str | None = None  # the store the running command opened, for error messages
-
-
-class UserError(Exception):
-    """An error the user can fix: printed as `error: message` and `hint: hint`, exit `code`.
-    `located` messages are already `file:line:col: ...` lines and are printed as they are."""
-
-    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR, *, located: bool = False) -> None:
-        super().__init__(message)
-        self.hint = hint
-        self.code = code
-        self.located = located
-
-
-def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
-    raise UserError(message, hint, code)
-
-
-def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes `names` of `module` if that module is loaded, else () (matches nothing):
-    an error cannot come from a module that was never imported, so the boundary stays light."""
-    loaded = sys.modules.get(module)
-    return tuple(getattr(loaded, n) for n in names) if loaded is not None else ()
-
-
-def user_error(exc: BaseException) -> UserError | None:
-    """What `exc` means for the user, or None if it is unexpected (a bug)."""
-    if isinstance(exc, UserError):
-        return exc
-    if isinstance(exc, _loaded("engine.config", "ConfigError")):
-        return UserError("\nerror: ".join(map(str, exc.problems)), exc.hint, EXIT_INVALID)
-    if isinstance(exc, _loaded("engine.loader", "SpecError")):
-        return UserError("\n".join(str(p) for p in exc.problems), code=EXIT_INVALID, located=True)
-    if isinstance(exc, _loaded("policies.stats.planning", "PlanningError")):
-        return UserError(f"--{exc.field}: {exc.reason}", "see 'crosspromo sample-size --help'", EXIT_INVALID)
-    db = sys.modules.get("engine.db")
-    store = db.store_error(exc, _store_url or "") if db is not None else None
-    if store is not None:
-        return UserError(str(store), store.hint, EXIT_STORE)
-    if isinstance(exc, _loaded("engine.api", "UnknownExperimentError", "UnsafeChangeError")):
-        return UserError(str(exc), exc.hint)
-    if isinstance(exc, _loaded("pydantic", "ValidationError")):
-        return UserError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-                                   for e in exc.errors(include_url=False)))
-    if isinstance(exc, OSError):  # the file system said no: a path to fix, not a bug
-        where = f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc)
-        return UserError(where, "check the path and its permissions")
-    if isinstance(exc, ValueError):  # the engine's convention for a bad value it was given
-        return UserError(redact_text(str(exc)))
-    return None
-
-
-def _say(error: UserError) -> None:
-    err.print(str(error) if error.located else f"error: {error}", markup=False)
-    if error.hint:
-        err.print(f"hint: {error.hint}", markup=False)
-
-
-def log_path() -> Path:
-    """Where internal errors and library warnings are logged."""
-    if os.environ.get(LOG_FILE_ENV):
-        return Path(os.environ[LOG_FILE_ENV])
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return state / "crosspromo" / "crosspromo.log"
-
-
-class _LogFile(logging.FileHandler):
-    """A log file opened (and its directory made) on the first record only. A record it cannot
-    write is dropped quietly: logging's default prints a traceback to stderr."""
-
-    def _open(self) -> Any:
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
-
-    failed = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.failed = False
-        try:
-            super().emit(record)
-        except OSError:  # opening the file is outside logging's own error handling
-            self.failed = True
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        self.failed = True
-
-
-def _configure_log() -> None:
-    path = str(log_path().absolute())
-    if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
-        return
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    handler = _LogFile(path, delay=True, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if os.environ.get(DEBUG_ENV) == "1":
-        log.addHandler(logging.StreamHandler(sys.stderr))
-    log.setLevel(logging.INFO)
-    log.propagate = False  # nothing of this logger reaches the user's terminal by default
-
-
-def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: Any = None, line: str | None = None) -> None:
-    log.warning("%s", redact_text(warnings.formatwarning(message, category, filename, lineno, line).strip()))
-
-
-def internal_error(exc: BaseException, command: str) -> UserError:
-    """Log `exc` with its traceback under a fresh id; the one line the user sees names the id."""
-    from engine.incident import record_incident
-
-    incident = record_incident(log, exc, f"`crosspromo {command}`")
-    logged = not any(getattr(h, "failed", False) for h in log.handlers)
-    where = (f"details in the log {log_path()}" if logged
-             else f"the log {log_path()} cannot be written; set {DEBUG_ENV}=1 to see the details")
-    return UserError(f"internal error (id {incident}); {where}",
-                     "this is a bug in crosspromo: please report it with that log entry", EXIT_INTERNAL)
-
-
-class GuardedGroup(TyperGroup):
-    """The CLI's one error boundary: every command, and its argument parsing, runs in `invoke`."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        global _store_url
-        _store_url = None
-        _configure_log()
-        with warnings.catch_warnings():
-            warnings.showwarning = _log_warning
-            try:
-                return super().invoke(ctx)
-            except (typer.Exit, typer.Abort):
-                raise
-            except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as rich does
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-                raise typer.Exit(EXIT_ERROR) from None
-            except UsageError as exc:
-                command = exc.ctx.command_path if exc.ctx is not None else "crosspromo"
-                _say(UserError(exc.format_message(), f"see '{command} --help'", exc.exit_code))
-                raise typer.Exit(exc.exit_code) from None
-            except Exception as exc:
-                error = user_error(exc) or internal_error(exc, ctx.invoked_subcommand or "")
-                _say(error)
-                raise typer.Exit(error.code) from None
-
 
 app = typer.Typer(
     name="crosspromo",
@@ -213,80 +68,11 @@ app = typer.Typer(
 )
 
 
-def check_text(value: str) -> str:
-    """Text the store can hold (the shell may pass undecodable bytes): `engine.text`'s rule."""
-    from engine.text import text_problem
-
-    if problem := text_problem(value):
-        raise typer.BadParameter(problem)
-    return value
-
-
-def _text_option(value: Any) -> Any:
-    """Option callback: `check_text` on a value or on each value of a list."""
-    if isinstance(value, list | tuple):
-        return [check_text(v) for v in value]
-    return check_text(value) if isinstance(value, str) else value
-
-
-def _unit_option(value: str) -> str:
-    if not value:
-        raise typer.BadParameter("must not be empty")
-    return check_text(value)
-
-
-def finite_in(low: float, high: float) -> Callable[[Any], Any]:
-    """Option callback: a finite number in [low, high] (click's ranges let NaN through), and
-    one message for every range: the allowed one."""
-    def check(value: Any) -> Any:
-        if value is not None and not low <= value <= high:  # False for NaN
-            raise typer.BadParameter(f"must be a number in [{low:g}, {high:g}], got {value}")
-        return value
-    return check
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    MARKDOWN = "markdown"
-
-
-class DecideFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
-class CorrectionChoice(StrEnum):
-    """The values of engine.spec.Correction (a test keeps them equal): `--help` must not load
-    the experiment model."""
-
-    HOLM = "holm"
-    BH = "bh"
-    BONFERRONI = "bonferroni"
-    NONE = "none"
-
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL [default: CROSSPROMO_DATABASE_URL, then configs/engine.yaml].",
-                 callback=_text_option),
-]
-PathsArg = Annotated[
-    list[Path] | None, typer.Argument(help="Experiment files or directories [default: experiments/].")
-]
-ExperimentArg = Annotated[str, typer.Argument(help="Experiment key.", callback=_text_option)]
-ExperimentsArg = Annotated[list[str] | None, typer.Argument(help="Experiment keys [default: all].",
-                                                            callback=_text_option)]
-Seed = Annotated[int, typer.Option(min=0, help="Seed (>= 0).")]
-
-
 def open_engine(db: str | None) -> Engine:
     """The engine on the store at `db` (default: the configured one), remembered for errors."""
-    global _store_url
     from engine.api import Engine
 
-    _store_url = db or load_config().database_url
-    return Engine.open(_store_url)
+    return Engine.open(remember_store(db or load_config().database_url))
 
 
 def default_paths(paths: list[Path] | None) -> list[Path]:
@@ -350,22 +136,12 @@ def apply(
                   markup=False)
 
 
-def parse_context(pairs: list[str]) -> dict[str, Any]:
-    context: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--context expects key=value, got {pair!r}")
-        context[key] = value
-    return context
-
-
 @app.command()
 def decide(
     experiment: ExperimentArg,
-    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.", callback=_unit_option)],
+    unit: Annotated[str, typer.Option("--unit", help="Unit (user) id.", callback=unit_option)],
     context: Annotated[list[str] | None, typer.Option("--context", help="key=value; repeatable.",
-                                                      callback=_text_option)] = None,
+                                                      callback=text_option)] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
     db: DbOption = None,
 ) -> None:
@@ -382,7 +158,7 @@ def decide(
 @app.command()
 def record(
     event: Annotated[str, typer.Argument(help='One event as JSON, e.g. \'{"event_id": "e1", ...}\'.',
-                                         callback=_text_option)],
+                                         callback=text_option)],
     db: DbOption = None,
 ) -> None:
     """Record one outcome event (idempotent on event_id)."""
@@ -391,11 +167,6 @@ def record(
     with open_engine(db) as engine:
         new = engine.record(parse_json(event))
     err.print("recorded" if new else "duplicate: already recorded, not counted again", markup=False)
-
-
-class InputFormatChoice(StrEnum):
-    JSONL = "jsonl"
-    CSV = "csv"
 
 
 EXIT_REJECTED = 1
@@ -589,7 +360,7 @@ def demo(
 @app.command()
 def simulate(
     experiment: Annotated[str, typer.Argument(help="Key of a bandit experiment in experiments/.",
-                                              callback=_text_option)],
+                                              callback=text_option)],
     users: Annotated[int, typer.Option(min=1, help="Simulated users (decisions).")] = 100_000,
     truth: Annotated[list[str] | None, typer.Option(help="ARM=RATE (revenue: ARM=RATE:MEAN_VALUE); repeatable "
                                                          "[default: configs/demo.yaml].")] = None,
@@ -623,26 +394,12 @@ def simulate(
             err.print(f"wrote {path}", markup=False)
 
 
-class EvaluateFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
-class RecommenderChoice(StrEnum):
-    """The recommenders of engine.spec.Recommender except "none" (a test keeps them equal)."""
-
-    ITEM_CF = "item_cf"
-    CONTENT = "content"
-    SVD = "svd"
-    HYBRID = "hybrid"
-
-
 @app.command()
 def evaluate(
     log: Annotated[Path, typer.Argument(help="CSV log: arm, reward, propensity [, unit, timestamp, ctx_*].",
                                         exists=True, dir_okay=False)],
     experiment: Annotated[str, typer.Option("--experiment", help="Key of the experiment that logged it.",
-                                            callback=_text_option)],
+                                            callback=text_option)],
     fmt: Annotated[EvaluateFormat, typer.Option("--format")] = EvaluateFormat.TABLE,
     recommender: Annotated[RecommenderChoice | None, typer.Option(
         help="Recommender to evaluate [default: the experiment's targeting, else hybrid].")] = None,
@@ -717,31 +474,10 @@ def export_log_command(
     err.print(f"wrote {written:,} decisions to {out_path}", markup=False)
 
 
-def check_bind(host: str, port: int) -> None:
-    """`host` resolves to an address this machine can bind, on a free `port` (uvicorn would fail
-    later, less clearly, with an exit code of its own)."""
-    import socket
-
-    if not host.strip():
-        raise typer.BadParameter("empty host", param_hint="'--host'")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (OSError, UnicodeError) as exc:
-        raise typer.BadParameter(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}",
-                                 param_hint="'--host'") from None
-    with socket.socket(family, kind, proto) as probe:  # taken or forbidden: say so now, not as uvicorn's exit 3
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                 "another process may hold the port: choose another --port, or stop it")
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].",
-                                             callback=_text_option)] = None,
+                                             callback=text_option)] = None,
     port: Annotated[int | None, typer.Option(help="Port, 1-65535 [default: configs/engine.yaml].",
                                              callback=finite_in(1, 65535))] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (each keeps its own snapshot).")] = 1,

@@ -61,3 +61,11 @@ def test_project_modules_import_no_cycle() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_long_module_says_why_it_is_one_piece(module: str) -> None:
+    lines = MODULES[module].read_text(encoding="utf-8").splitlines()
+    if len(lines) > 400:
+        head = "\n".join(lines[:12]).lower()
+        assert "one piece" in head, f"{module} has {len(lines)} lines and no word at its top on why it is one piece"
