@@ -2,9 +2,9 @@
 
 `Store` is the one door to the database; what it stores lives in a module each:
 `experiments` (declarations and the plan of a change), `decisions` (exposures and sticky
-assignments), `outcomes` (events) and `aggregates` (the per-arm counters). Aggregates change
-only in the transaction that writes the rows they summarise, so a crash at any point leaves
-them equal to what a recount of the raw rows would give.
+assignments), `outcomes` (events), `aggregates` (the per-arm counters) and `quarantine`
+(rows the database refused). Aggregates change only in the transaction that writes the rows
+they summarise, so a crash at any point leaves them equal to what a recount would give.
 """
 
 from __future__ import annotations
