@@ -49,13 +49,13 @@ from engine.cli_options import (
     text_option,
     unit_option,
 )
-from engine.config import load_config
 from engine.redact import redact_url
 
 __all__ = ["EXIT_ERROR", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice", "RecommenderChoice", "app"]
 
 if TYPE_CHECKING:
     from engine.api import Engine
+    from engine.config import EngineConfig
     from engine.spec import ExperimentSpec
 
 app = typer.Typer(
@@ -68,15 +68,23 @@ app = typer.Typer(
 )
 
 
+def settings() -> EngineConfig:
+    """The engine settings, loaded on use: validating them loads the experiment model, which
+    `--help` does without."""
+    from engine.config import load_config
+
+    return load_config()
+
+
 def open_engine(db: str | None) -> Engine:
     """The engine on the store at `db` (default: the configured one), remembered for errors."""
     from engine.api import Engine
 
-    return Engine.open(remember_store(db or load_config().database_url))
+    return Engine.open(remember_store(db or settings().database_url))
 
 
 def default_paths(paths: list[Path] | None) -> list[Path]:
-    return paths or [load_config().experiments_dir]
+    return paths or [settings().experiments_dir]
 
 
 def declared_spec(key: str, paths: list[Path] | None) -> ExperimentSpec:
@@ -349,7 +357,7 @@ def demo(
     from engine.demo import run_demo
     from engine.report import render_table, verdict_line
 
-    result = run_demo(out_path, config, load_config().experiments_dir, users=users, seed=seed, force=force,
+    result = run_demo(out_path, config, settings().experiments_dir, users=users, seed=seed, force=force,
                       notice=lambda m: err.print(m, markup=False))
     render_table(result.reports, out)
     out.print("Winners:", markup=False)
@@ -488,7 +496,7 @@ def serve(
     """Serve decisions and events over HTTP (FastAPI; OpenAPI at /docs)."""
     import uvicorn
 
-    config = load_config()
+    config = settings()
     host = host if host is not None else config.server_host
     port = port if port is not None else config.server_port
     if not 1 <= port <= 65535:
