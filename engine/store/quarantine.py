@@ -1,7 +1,7 @@
 """Poison rows: rows the database refuses, isolated from their batch and kept aside.
 
 A batch the database refuses for one of its rows (PostgreSQL refuses NUL in text, a value
-out of a column's range, text that is not valid Unicode; or any error but an outage) is split in halves until the
+out of a column's range, text that is not valid Unicode) is split in halves until the
 refused rows stand alone; the good rows are written and each refused one goes to the
 `quarantine` table, escaped as ASCII JSON so that no byte of it can be refused again. An
 unreachable store is not a poison row: that error is raised for the caller's outage path.
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from engine.db import first_line, is_unavailable
 from engine.events import utcnow
@@ -29,10 +30,16 @@ MAX_REASON = 500
 
 
 def is_refused_row(exc: BaseException) -> bool:
-    """Whether `exc` stands for rows that cannot be written (the database or its driver refused
-    a value, or any other error of the write itself), as opposed to an outage, which is retried.
-    Anything but an outage counts: a batch that can never be written must not jam the buffer."""
-    return isinstance(exc, Exception) and not is_unavailable(exc)
+    """Whether `exc` is the database (or its driver) refusing a row's values: a data or
+    integrity error, or a value the driver cannot convert (text that is not valid Unicode, a
+    number out of range). Anything else — an outage, a connection in a bad state — is not the
+    rows' fault and is raised for the caller to retry."""
+    if is_unavailable(exc):
+        return False
+    if isinstance(exc, DataError | IntegrityError | UnicodeError | ValueError | OverflowError | TypeError):
+        return True
+    # SQLAlchemy wraps a driver's conversion error in a StatementError of its own.
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError) and is_refused_row(exc.orig)
 
 
 def refusal(exc: BaseException) -> str:
