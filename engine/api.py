@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,21 @@ class Engine:
         names = [str(u) for u in units]
         ctxs = [c or {} for c in contexts] if contexts is not None else [{}] * len(names)
         return self.decider.decide_many(live, names, ctxs)
+
+    def decides_in_memory(self, experiment: str) -> bool:
+        """Whether a decision for `experiment` touches no store inside `flush_deferred()`: the
+        HTTP service then decides on its event loop instead of hopping to a thread."""
+        live = self.snapshot.live.get(experiment)
+        return live is not None and self.decider.in_memory(live)
+
+    def flush_deferred(self) -> AbstractContextManager[None]:
+        """Decisions made inside leave a flush they make due to the caller (see `flush_due`)."""
+        return self.decider.flush_deferred()
+
+    @property
+    def flush_due(self) -> bool:
+        """The write buffer is full: the caller of deferred decisions should `flush()` now."""
+        return self.writer.full
 
     def probabilities(self, experiment: str, unit: str, context: Mapping[str, Any] | None = None) -> dict[str, float]:
         """The probability of every arm in a bandit's next draw for `unit` (the propensity its

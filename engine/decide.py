@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ class Decider:
         # Decision ids: a random 64-bit prefix per engine and a counter: unique across replicas
         # and restarts without a system call per decision. The counter is zero-padded so ids sort
         # in the order they were issued (decisions of one batch share a timestamp).
+        self._deferring = threading.local()
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = 0
 
@@ -270,9 +272,26 @@ class Decider:
             self.writer.check_room()
             due = self.writer.append(exposures, background=self.upkeep.running)
             live.observations_since += n
-        if due:
+        if due and not getattr(self._deferring, "on", False):
             self._flush_logged()
         return ids
+
+    @contextmanager
+    def flush_deferred(self) -> Iterator[None]:
+        """Decide in this thread without writing: a flush the decisions make due is left to the
+        caller (`ExposureWriter.full` tells), so that an event loop never waits for the store."""
+        self._deferring.on = True
+        try:
+            yield
+        finally:
+            self._deferring.on = False
+
+    def in_memory(self, live: Live) -> bool:
+        """Whether deciding for `live` needs no store access once flushes are deferred: no
+        sticky unit to claim, and the weights (or the split) already at hand. Holds only with a
+        background thread, which refreshes weights, models and the snapshot off the decide path."""
+        weights_at_hand = live.policy is None or live.weights is not None
+        return self.upkeep.running and not live.spec.traffic.sticky and weights_at_hand
 
     def _flush_logged(self) -> None:
         """Flush once the decisions are logged. They stand whatever the write does: a store that

@@ -272,10 +272,22 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
 
     decider, admin = Depends(require(Role.DECIDE)), Depends(require(Role.ADMIN))
 
+    async def decided(fn: Callable[..., Any], key: str, *args: Any) -> Any:
+        """Decide on the event loop when that touches no store (a known experiment, weights at
+        hand, nothing to claim), else in a thread. A flush the decisions make due (a full
+        buffer: backpressure) is awaited in a thread: the loop never waits for the database."""
+        if not engine.decides_in_memory(key):
+            return await run_in_threadpool(fn, key, *args)
+        with engine.flush_deferred():
+            result = fn(key, *args)
+        if engine.flush_due:
+            await run_in_threadpool(engine.flush)
+        return result
+
     @app.post("/v1/experiments/{key}/decisions", dependencies=[decider], openapi_extra=body_spec(DecideRequest))
     async def decide(key: str, request: Request) -> Response:
         body = await read_json(request, DECIDE_BODY, max_body_bytes)
-        return json_response(await run_in_threadpool(engine.decide, key, body["unit"], body.get("context")))
+        return json_response(await decided(engine.decide, key, body["unit"], body.get("context")))
 
     @app.post("/v1/experiments/{key}/decisions:batch", dependencies=[decider],
               openapi_extra=body_spec(BatchDecideRequest))
@@ -283,7 +295,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         body = await read_json(request, BATCH_BODY, max_body_bytes)
         units = [u["unit"] for u in body["units"]]
         contexts = [u.get("context") for u in body["units"]]
-        decisions = await run_in_threadpool(engine.decide_many, key, units, contexts)
+        decisions = await decided(engine.decide_many, key, units, contexts)
         return json_response({"decisions": list(decisions)})
 
     @app.post("/v1/events", dependencies=[decider], openapi_extra=body_spec(EventsRequest))

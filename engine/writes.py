@@ -51,6 +51,11 @@ class ExposureWriter:
     def buffer(self, exposures: Sequence[Exposure]) -> None:
         self._blocks, self._buffered = [ExposureBatch.of(exposures)], len(exposures)
 
+    @property
+    def full(self) -> bool:
+        """Past `exposure_max_buffered`: a decision waits for the write (backpressure)."""
+        return self._buffered >= self.config.exposure_max_buffered
+
     def check_room(self) -> None:
         """Refuse a new exposure (before it is logged) while twice `exposure_max_buffered` wait
         for a store that does not take them: memory stays bounded, and a caller that retries the

@@ -175,7 +175,8 @@ REDACTIONS = [
     ("at-sign-in-the-query", "postgresql://u:pw@db/x?x=@", "postgresql://u:***@db/x?x=@"),
     ("password-parameter", "postgresql+psycopg://bob@db/x?password=s3cr3t&sslmode=require",
      "postgresql+psycopg://bob@db/x?password=***&sslmode=require"),
-    ("libpq-setting", "connection failed: host=db password=zz user=u", "connection failed: host=db password=*** user=u"),
+    ("libpq-setting", "connection failed: host=db password=zz user=u",
+     "connection failed: host=db password=*** user=u"),
 ]
 
 

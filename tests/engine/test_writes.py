@@ -1,4 +1,5 @@
-"""Poison rows: refused at the edge, and quarantined at write time when they slip through."""
+"""Writes of exposures and events: poison rows refused at the edge or quarantined, outages ridden out,
+and flushes the caller may defer."""
 
 from __future__ import annotations
 
@@ -130,3 +131,21 @@ def test_decisions_are_refused_before_logging_once_the_waiting_buffer_is_full(
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         assert engine.flush() == 10
+
+
+def test_deferred_decisions_leave_the_flush_to_the_caller(sqlite_url: str, tmp_path: Path) -> None:
+    """What the HTTP service's event loop relies on: inside `flush_deferred` a full buffer is
+    reported (`flush_due`), never written by the deciding thread."""
+    write_yaml(tmp_path / "exp", "landing.yaml", AB_YAML)
+    config = dataclasses.replace(load_config(), exposure_max_buffered=5)
+    with Engine(Store(sqlite_url), config, np.random.default_rng(0)) as engine:
+        engine.apply([tmp_path / "exp"])
+        assert not engine.decides_in_memory("landing")  # no background thread: upkeep runs inline
+        engine.start_background(interval=3600)
+        assert engine.decides_in_memory("landing")
+        with engine.flush_deferred():
+            for i in range(8):
+                engine.decide("landing", f"u{i}")
+            engine.decide_many("landing", [f"v{i}" for i in range(4)])
+        assert engine.flush_due and engine.store.counts()["decisions"] == 0
+        assert engine.flush() == 12 and not engine.flush_due
