@@ -28,7 +28,7 @@ from engine.snapshot import Live
 from engine.spec import Kind, Status
 from engine.spool import SpoolFullError
 from engine.store import Store
-from engine.store.decisions import ExposureBatch
+from engine.store.decisions import Exposure, ExposureBatch
 from engine.text import check_context, check_text
 from engine.upkeep import Upkeep
 from engine.writes import ExposureWriter
@@ -240,8 +240,12 @@ class Decider:
     def _inside(self, live: Live, unit: str, index: int, reason: Reason, b: float,
                 propensity: float, context: Mapping[str, Any] | None = None) -> Decision:
         reason = self._logged(reason)
-        [decision_id] = self._log(live, [unit], [index], reason, [b], [propensity], [context or {}])
         arm, channel, campaign, payload = live.arm_facts[index]
+        decision_id = f"{self._id_prefix}{self._reserve_ids(1):012x}"
+        context_json = json.dumps(context, default=str, separators=(",", ":")) if context else None
+        spec = live.spec
+        self._buffer(live, Exposure(decision_id, spec.key, live.stored.version, spec.traffic.phase, unit, arm, channel,
+                                    b, propensity, reason.value, utcnow(), context_json), 1)
         return Decision(live.spec.key, arm, channel, campaign, reason, True, b, propensity, decision_id,
                         live.stored.version, dict(payload))
 
@@ -256,8 +260,7 @@ class Decider:
         spec, n = live.spec, len(units)
         if not n:
             return []
-        with self._lock:
-            first, self._id_counter = self._id_counter, self._id_counter + n
+        first = self._reserve_ids(n)
         ids = [f"{self._id_prefix}{k:012x}" for k in range(first, first + n)]
         keys, channels = zip(*((a[0], a[1]) for a in live.arm_facts), strict=True)
         exposures = ExposureBatch({
@@ -268,13 +271,23 @@ class Decider:
             "context_json": [json.dumps(c, default=str, separators=(",", ":")) if c else None for c in contexts],
             "converted": [False] * n, "value": [0.0] * n,
         })
+        self._buffer(live, exposures, n)
+        return ids
+
+    def _reserve_ids(self, n: int) -> int:
+        """The first of `n` consecutive decision-id counters, reserved for the caller."""
+        with self._lock:
+            first, self._id_counter = self._id_counter, self._id_counter + n
+        return first
+
+    def _buffer(self, live: Live, exposures: ExposureBatch | Exposure, n: int) -> None:
+        """Append `n` logged exposures to the write buffer; flush it when due (unless deferred)."""
         with self._lock:
             self.writer.check_room()
             due = self.writer.append(exposures, background=self.upkeep.running)
             live.observations_since += n
         if due and not getattr(self._deferring, "on", False):
             self._flush_logged()
-        return ids
 
     @contextmanager
     def flush_deferred(self) -> Iterator[None]:

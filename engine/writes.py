@@ -35,7 +35,8 @@ class ExposureWriter:
         self.config = config
         self.health = health
         self.spool = spool
-        self._blocks: list[ExposureBatch] = []  # oldest first: a block per decide call
+        # Oldest first: a block per batch decision, a row per single one (no columns for one row).
+        self._blocks: list[ExposureBatch | Exposure] = []
         self._buffered = 0
         self._clock = clock
         self._lock = lock
@@ -45,7 +46,7 @@ class ExposureWriter:
     @property
     def buffer(self) -> list[Exposure]:
         """The buffered exposures, oldest first (a copy)."""
-        return list(ExposureBatch.concat(self._blocks)) if self._blocks else []
+        return list(_joined(self._blocks)) if self._blocks else []
 
     @buffer.setter
     def buffer(self, exposures: Sequence[Exposure]) -> None:
@@ -64,12 +65,12 @@ class ExposureWriter:
             raise StoreError(f"{self._buffered:,} exposures wait for the store: no room for more",
                              "the store is not taking writes; retry when it answers")
 
-    def append(self, exposures: ExposureBatch, background: bool) -> bool:
+    def append(self, exposures: ExposureBatch | Exposure, background: bool) -> bool:
         """Buffer `exposures` (under the engine's lock); True if the buffer is due for a flush:
         full, or — without a background thread to flush it, and unless the store just failed (a
         reload of the snapshot tells when it is back) — past its batch size or age."""
         self._blocks.append(exposures)
-        self._buffered += len(exposures)
+        self._buffered += len(exposures) if isinstance(exposures, ExposureBatch) else 1
         return self._buffered >= self.config.exposure_max_buffered or not (background or self.health.stale) and (
             self._buffered >= self.config.exposure_batch_size
             or self._clock() - self._last_flush >= self.config.exposure_flush_seconds)
@@ -86,7 +87,7 @@ class ExposureWriter:
                 self._last_flush = self._clock()
             if not blocks:
                 return 0
-            batch = ExposureBatch.concat(blocks)
+            batch = _joined(blocks)
             try:
                 written = self.store.log_exposures(batch)
             except Exception as exc:
@@ -137,6 +138,23 @@ class ExposureWriter:
                 else:
                     log.warning("spooled event %s rejected on replay: %s", record["event"].get("event_id"), reason)
         return keep
+
+
+def _joined(blocks: list[ExposureBatch | Exposure]) -> ExposureBatch:
+    """One batch of buffered blocks and rows, in their order; runs of rows become one block."""
+    parts: list[ExposureBatch] = []
+    rows: list[Exposure] = []
+    for block in blocks:
+        if isinstance(block, ExposureBatch):
+            if rows:
+                parts.append(ExposureBatch.of(rows))
+                rows = []
+            parts.append(block)
+        else:
+            rows.append(block)
+    if rows:
+        parts.append(ExposureBatch.of(rows))
+    return ExposureBatch.concat(parts)
 
 
 def _exposure_record(e: Exposure) -> dict[str, Any]:
