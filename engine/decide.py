@@ -72,10 +72,10 @@ class Decider:
         self.health = health
         self._rng = rng
         self._lock = lock
+        self._deferring = threading.local()  # per thread: inside `flush_deferred`
         # Decision ids: a random 64-bit prefix per engine and a counter: unique across replicas
         # and restarts without a system call per decision. The counter is zero-padded so ids sort
         # in the order they were issued (decisions of one batch share a timestamp).
-        self._deferring = threading.local()
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = 0
 
