@@ -34,7 +34,7 @@ from engine.loader import load_specs
 from engine.snapshot import Live, Snapshot, UnknownExperimentError, stats_for
 from engine.spec import ExperimentSpec
 from engine.spool import Spool
-from engine.store import ArmAggregate, PlanItem, Store, StoredExperiment
+from engine.store import ArmAggregate, PlanItem, Store, StoredExperiment, Tally
 from engine.upkeep import Upkeep
 from engine.writes import ExposureWriter
 
@@ -69,7 +69,7 @@ class Engine:
         self.health = StoreHealth()
         self.snapshot = Snapshot(store, self.health, clock, lock)
         self.writer = ExposureWriter(store, config, self.health, spool, clock, lock)
-        self.upkeep = Upkeep(store, self.snapshot, self.writer, self.health, rng, clock, lock)
+        self.upkeep = Upkeep(store, self.snapshot, self.writer, self.health, rng, clock, lock, config.channel_costs)
         self.decider = Decider(store, self.upkeep, self.writer, self.health, rng, lock)
         self.intake = Intake(store, self.snapshot, self.writer, self.health, lock)
 
@@ -216,3 +216,14 @@ class Engine:
         stored = self.experiment(key)
         spec = stored.spec
         return stored, self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+
+    def tally(self, key: str) -> tuple[StoredExperiment, Tally]:
+        """The experiment and the per-unit sums of its metrics in the current phase."""
+        self.flush()
+        stored = self.experiment(key)
+        spec = stored.spec
+        return stored, self.store.tally(spec.key, spec.traffic.phase, spec.arm_keys)
+
+    def costs(self, spec: ExperimentSpec) -> tuple[float, ...]:
+        """Each arm's cost per decision (declared, else the channel's default in the settings)."""
+        return spec.arm_costs(self.config.channel_costs)

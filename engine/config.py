@@ -8,7 +8,8 @@ the field, raised as `ConfigError`. Absent settings keep the defaults of `Engine
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,8 @@ class EngineConfig:
     max_body_bytes: int = 1024 * 1024
     spool_dir: Path = Path(".crosspromo-spool")
     spool_max_bytes: int = 64 * 1024 * 1024
+    # Default cost of one decision per channel (an arm's own `cost` wins), e.g. {"sms": 0.05}.
+    channel_costs: Mapping[str, float] = field(default_factory=dict)
 
 
 class ConfigError(SpecError):
@@ -82,10 +85,24 @@ class ServerSettings(_Section):
     api_keys: ApiKeySettings = ApiKeySettings()
 
 
+Cost = Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)]
+
+
+class CostSettings(_Section):
+    """Default cost of one decision (a send) per channel."""
+
+    email: Cost | None = None
+    push: Cost | None = None
+    sms: Cost | None = None
+    in_app: Cost | None = None
+    social: Cost | None = None
+
+
 class SettingsFile(_Section):
     """The layout of `configs/engine.yaml`."""
 
     database: DatabaseSettings = DatabaseSettings()
+    costs: CostSettings = CostSettings()
     experiments_dir: Text | None = None
     exposures: ExposureSettings = ExposureSettings()
     server: ServerSettings = ServerSettings()
@@ -105,6 +122,7 @@ class SettingsFile(_Section):
             "max_body_bytes": server.max_body_bytes,
             "spool_dir": Path(server.spool_dir) if server.spool_dir else None,
             "spool_max_bytes": server.spool_max_bytes,
+            "channel_costs": {k: v for k, v in self.costs.model_dump().items() if v is not None} or None,
         }
         return EngineConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 

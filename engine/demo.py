@@ -23,8 +23,9 @@ import yaml
 from engine.api import Engine
 from engine.config import load_config
 from engine.db import sqlite_header
+from engine.measures import MetricType
 from engine.report import Report, build_report
-from engine.spec import ExperimentSpec, MetricType, Status
+from engine.spec import ExperimentSpec, Status
 from engine.store import Store
 from policies.simulation.population import Population, PopulationModel, SegmentProfile, draw_population
 
@@ -189,7 +190,7 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
                     continue
                 event: dict[str, Any] = {"event_id": f"{d.decision_id}:conv", "type": "conversion",
                                          "experiment": spec.key, "decision_id": d.decision_id}
-                if spec.metric.type is MetricType.REVENUE:
+                if spec.primary.type is MetricType.REVENUE:
                     mu = math.log(arm.mean_value) - REVENUE_SIGMA**2 / 2
                     event["value"] = round(float(rng.lognormal(mu, REVENUE_SIGMA)), 2)
                 pending.append(event)

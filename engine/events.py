@@ -31,7 +31,7 @@ MAX_VALUE = 1e12
 MAX_LINE_BYTES = 1 << 20
 TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-TEXT_FIELDS = ("event_id", "experiment", "unit", "decision_id", "arm")
+TEXT_FIELDS = ("event_id", "experiment", "unit", "decision_id", "arm", "metric")
 BOM = b"\xef\xbb\xbf"
 STDIN = Path("-")
 _FORMAT_OF_SUFFIX: dict[str, InputFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -71,6 +71,8 @@ class Event(BaseModel):
     arm: str | None = Field(default=None, min_length=1, max_length=128)
     value: float | None = None
     ts: datetime | None = None
+    # The metric the conversion counts for; None: the experiment's primary metric.
+    metric: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator(*TEXT_FIELDS)
     @classmethod
@@ -83,7 +85,8 @@ class Event(BaseModel):
 
     @field_validator("value", mode="before")
     @classmethod
-    def _finite_non_negative(cls, v: Any) -> Any:
+    def _finite(cls, v: Any) -> Any:
+        """A finite number within +-MAX_VALUE; the sign is judged against the metric (`check_event`)."""
         if v is None or v == "":
             return None
         if isinstance(v, bool):
@@ -98,10 +101,8 @@ class Event(BaseModel):
         # Compared before any float(): an int too large for a float would overflow.
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be finite (NaN and Infinity are refused)")
-        if v < 0:
-            raise ValueError("must be >= 0")
-        if v > MAX_VALUE:
-            raise ValueError(f"must be <= {MAX_VALUE:g} (its square must stay finite in the sums)")
+        if abs(v) > MAX_VALUE:
+            raise ValueError(f"must be <= {MAX_VALUE:g} in magnitude (its square must stay finite in the sums)")
         return float(v)
 
     @field_validator("ts")
@@ -117,7 +118,7 @@ class Event(BaseModel):
             raise ValueError("must be between 1970-01-01 and 9999-12-31 in UTC")
         return utc
 
-    @field_validator("unit", "decision_id", "arm", "ts", mode="before")
+    @field_validator("unit", "decision_id", "arm", "ts", "metric", mode="before")
     @classmethod
     def _blank_is_absent(cls, v: Any) -> Any:
         return None if v == "" else v

@@ -43,7 +43,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from engine.spec import ExperimentSpec, MetricType, Recommender, Targeting, declared_policy
+from engine.measures import MetricType
+from engine.spec import ExperimentSpec, Recommender, Targeting, declared_policy
 from engine.store import Store
 from engine.targeting import HistoryRow, fit_targeting
 from policies.bandits.arm_stats import stats_from_sums
@@ -176,8 +177,8 @@ def _masks(spec: ExperimentSpec, rows: Sequence[LogRow]) -> np.ndarray:
 
 def _arm_stats(spec: ExperimentSpec, arms: np.ndarray, rewards: np.ndarray) -> list[ArmStats]:
     k = len(spec.arms)
-    values = rewards if spec.metric.type is MetricType.REVENUE else (rewards > 0).astype(float)
-    return stats_from_sums(spec.metric.type.value, np.bincount(arms, minlength=k).astype(float),
+    values = rewards if spec.primary.type is MetricType.REVENUE else (rewards > 0).astype(float)
+    return stats_from_sums(spec.primary.type.value, np.bincount(arms, minlength=k).astype(float),
                            np.bincount(arms, values, minlength=k), np.bincount(arms, values**2, minlength=k))
 
 
@@ -278,7 +279,7 @@ def export_log(store: Store, spec: ExperimentSpec, out: Path) -> int:
     Returns the number of rows written."""
     attributes = sorted({k for r in store.decision_log(spec.key, spec.traffic.phase) if r.context_json
                          for k in json.loads(r.context_json)})
-    revenue = spec.metric.type is MetricType.REVENUE
+    revenue = spec.primary.type is MetricType.REVENUE
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # mkdir would say "File exists", which names no problem
         raise ValueError(f"--out {out}: {blocking} is a file, not a directory")

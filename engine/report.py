@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,16 +11,17 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from engine.api import Engine, stats_for
-from engine.spec import ExperimentSpec, Kind
+from engine.api import Engine
+from engine.spec import ExperimentSpec, Kind, Metric
+from engine.store import Tally
 from policies.stats.analysis import AnalysisConfig, analyze
 
 
-def analysis_config(spec: ExperimentSpec) -> AnalysisConfig:
+def analysis_config(spec: ExperimentSpec, metric: Metric | None = None) -> AnalysisConfig:
     a = spec.analysis
     prior = getattr(spec.policy, "prior", None)
     return AnalysisConfig(
-        metric_type=spec.metric.type.value, alpha=a.alpha, power=a.power, mde=a.mde,
+        metric_type=(metric or spec.primary).type.value, alpha=a.alpha, power=a.power, mde=a.mde,
         mde_relative=a.mde_relative, correction=a.correction.value, sequential=a.sequential,
         prob_best_threshold=a.prob_best_threshold, min_sample_per_arm=a.min_sample_per_arm,
         prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0,
@@ -38,30 +40,69 @@ class Report:
 
 
 def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
-    """Analyse `key` from its stored aggregates (O(arms), whatever the number of events)."""
-    stored, aggregates = engine.aggregates(key)
+    """Analyse `key` from its stored per-unit sums (O(arms x metrics), whatever the number of events)."""
+    stored, tally = engine.tally(key)
     spec = stored.spec
+    served = engine.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
+    costs = engine.costs(spec)
     weights = engine.weights(key)
-    config = analysis_config(spec)
-    analysis = analyze(
-        spec.arm_keys, stats_for(spec, aggregates), kind=spec.kind.value, control=spec.control,
-        expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=config, rng=np.random.default_rng(seed),
-    ).to_dict()
+    rng = np.random.default_rng(seed)
+    sections = [_metric_section(spec, m, tally, costs, rng) for m in spec.measures]
+    primary = sections[0]
     channels = {a.key: a.channel.value for a in spec.arms}
-    for row, agg, w in zip(analysis["arms"], aggregates, weights, strict=True):
+    value_metric = next((m for m in spec.measures if m.revenue), None)
+    for i, row in enumerate(primary["arms"]):
         row["channel"] = channels[row["arm"]]
-        row["exposures"] = agg.exposures
-        row["conversions"] = agg.conversions
-        row["weight"] = float(w)
+        row["units"] = tally.units[i].units
+        row["decisions"] = served[i].exposures
+        row["weight"] = float(weights[i])
+        row.update(_economics(costs[i], tally, i, value_metric))
+    config = analysis_config(spec)
     data = {
         "experiment": spec.key, "name": spec.name, "kind": spec.kind.value, "policy": spec.policy.name,
         "status": spec.status.value, "version": stored.version, "phase": spec.traffic.phase,
-        "metric": {"name": spec.metric.name, "type": spec.metric.type.value},
+        "analysis_unit": spec.analysis_unit.value, "units_in_several_arms": tally.units_in_several_arms,
+        "metric": {"name": spec.primary.name, "type": spec.primary.type.value},
         "control": spec.control, "prior": {"alpha": config.prior_alpha, "beta": config.prior_beta},
-        **analysis,
+        **{k: v for k, v in primary.items() if k not in _METRIC_FACTS},
+        "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
     return Report(data)
+
+
+# What a metric declares; with its analysis (`arms`, `test`, `verdict`) an entry of `metrics`.
+_METRIC_FACTS = ("name", "role", "type", "window", "direction", "margin", "net")
+_METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
+
+
+def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """One metric analysed on its own: the per-arm fields, its test and its verdict."""
+    analysis = analyze(
+        spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
+        expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
+        config=analysis_config(spec, metric), rng=rng,
+    ).to_dict()
+    for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
+        row["exposures"] = u.units
+        row["conversions"] = min(m.conversions, u.units)
+    return {"name": metric.name, "role": metric.role.value, "type": metric.type.value, "window": metric.window,
+            "direction": None if metric.direction is None else metric.direction.value, "margin": metric.margin,
+            "net": metric.net, **analysis}
+
+
+def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None) -> dict[str, float | None]:
+    """An arm's cost per decision, what its decisions cost, and (with a revenue metric) the
+    value net of cost per unit and the return on that cost."""
+    decisions = tally.units[arm].decisions
+    spent = cost * decisions
+    out: dict[str, float | None] = {"cost": cost, "total_cost": spent, "net_value_per_unit": None, "roi": None}
+    if value_metric is not None:
+        value = tally.metric(value_metric.name)[arm].total
+        units = tally.units[arm].units
+        out["net_value_per_unit"] = (value - spent) / units if units else None
+        out["roi"] = (value - spent) / spent if spent > 0 else None
+    return out
 
 
 def _fmt(key: str, value: Any, revenue: bool) -> str:

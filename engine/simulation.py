@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, MetricType, ThompsonPolicy, declared_policy
+from engine.measures import MetricType
+from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, ThompsonPolicy, declared_policy
 from policies.simulation.bandits import SimulationResult, Truth, TruthChange, simulate, swap_best_worst
 
 
@@ -64,7 +65,7 @@ def parse_truth(spec: ExperimentSpec, pairs: Sequence[str], defaults: dict[str, 
     missing = [a for a in spec.arm_keys if a not in rates]
     if missing:
         raise ValueError(f"no true rate for arm(s) {', '.join(missing)}: pass --truth ARM=RATE")
-    revenue = spec.metric.type is MetricType.REVENUE
+    revenue = spec.primary.type is MetricType.REVENUE
     if revenue and any(a not in values for a in spec.arm_keys):
         raise ValueError("a revenue experiment needs --truth ARM=RATE:MEAN_VALUE for every arm")
     return Truth(tuple(rates[a] for a in spec.arm_keys),

@@ -19,13 +19,12 @@ from engine.health import StoreHealth
 from engine.spec import (
     EpsilonGreedyPolicy,
     ExperimentSpec,
-    MetricType,
     Targeting,
     ThompsonPolicy,
     UpdateCadence,
     declared_policy,
 )
-from engine.store import ArmAggregate, Store, StoredExperiment
+from engine.store import Store, StoredExperiment, Tally
 from policies.bandits.registry import Policy
 from policies.sufficient import ArmStats
 
@@ -100,11 +99,9 @@ def build_live(stored: StoredExperiment) -> Live:
     )
 
 
-def stats_for(spec: ExperimentSpec, aggregates: Sequence[ArmAggregate]) -> list[ArmStats]:
-    """The sufficient statistics the experiment's metric calls for."""
-    if spec.metric.type is MetricType.REVENUE:
-        return [a.mean for a in aggregates]
-    return [a.binary for a in aggregates]
+def stats_for(spec: ExperimentSpec, tally: Tally, costs: Sequence[float]) -> list[ArmStats]:
+    """The sufficient statistics of the primary metric (net of `costs` if it says `net`)."""
+    return tally.stats(spec.primary, costs)
 
 
 class Snapshot:

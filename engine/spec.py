@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from engine.measures import AnalysisUnit, Metric, MetricRole, metric_problems
 from engine.text import text_problem
 from policies.bandits.registry import Policy, make_policy
 
@@ -100,11 +101,6 @@ class Channel(StrEnum):
     SOCIAL = "social"
 
 
-class MetricType(StrEnum):
-    BINARY = "binary"
-    REVENUE = "revenue"
-
-
 class Correction(StrEnum):
     HOLM = "holm"
     BH = "bh"
@@ -152,11 +148,6 @@ class EpsilonGreedyPolicy(Model):
 PolicySpec = Annotated[
     FixedPolicy | ThompsonPolicy | EpsilonGreedyPolicy, Field(discriminator="name")
 ]
-
-
-class Metric(Model):
-    name: Slug
-    type: MetricType = MetricType.BINARY
 
 
 class Traffic(Model):
@@ -234,6 +225,8 @@ class Analysis(Model):
     sequential: bool = False
     prob_best_threshold: Annotated[float, Field(gt=0.5, lt=1.0, allow_inf_nan=False)] = 0.95
     min_sample_per_arm: Annotated[int, Field(ge=1)] = 100
+    # None: `user` for A/B tests and sticky bandits, `decision` for other bandits (each a send).
+    unit: AnalysisUnit | None = None
 
 
 class Arm(Model):
@@ -243,6 +236,8 @@ class Arm(Model):
     channel: Channel
     tags: tuple[str, ...] = ()
     weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    # Cost of one decision (a send); None: the channel's default in configs/engine.yaml.
+    cost: Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)] | None = None
     payload: JsonPayload = Field(default_factory=dict)
 
 
@@ -255,7 +250,9 @@ class ExperimentSpec(Model):
     status: Status = Status.DRAFT
     kind: Kind
     policy: PolicySpec = FixedPolicy()
-    metric: Metric
+    # `metric:` is shorthand for `metrics:` with one primary metric.
+    metric: Metric | None = None
+    metrics: Annotated[tuple[Metric, ...], Field(min_length=1, max_length=20)] | None = None
     traffic: Traffic = Traffic()
     eligibility: Eligibility = Eligibility()
     arms: Annotated[tuple[Arm, ...], Field(min_length=2)]
@@ -282,6 +279,33 @@ class ExperimentSpec(Model):
         return tuple(a.key for a in self.arms)
 
     @property
+    def measures(self) -> tuple[Metric, ...]:
+        """Every metric, the primary first."""
+        declared = self.metrics or ((self.metric,) if self.metric is not None else ())
+        return tuple(sorted(declared, key=lambda m: m.role is not MetricRole.PRIMARY))
+
+    @property
+    def primary(self) -> Metric:
+        return self.measures[0]
+
+    def measure(self, name: str | None) -> Metric | None:
+        """The metric called `name` (None: the primary), or None if there is none."""
+        if name is None:
+            return self.primary
+        return next((m for m in self.measures if m.name == name), None)
+
+    def arm_costs(self, channel_costs: Mapping[str, float]) -> tuple[float, ...]:
+        """Each arm's cost per decision: its own `cost`, else its channel's default (else 0)."""
+        return tuple(a.cost if a.cost is not None else channel_costs.get(a.channel.value, 0.0) for a in self.arms)
+
+    @property
+    def analysis_unit(self) -> AnalysisUnit:
+        if self.analysis.unit is not None:
+            return self.analysis.unit
+        per_user = self.kind is Kind.AB_TEST or self.traffic.sticky
+        return AnalysisUnit.USER if per_user else AnalysisUnit.DECISION
+
+    @property
     def control(self) -> str:
         return self.analysis.control or self.arms[0].key
 
@@ -304,6 +328,7 @@ class ExperimentSpec(Model):
 
 def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
     """Rules that relate fields to one another, each with the location of the offending field."""
+    yield from metric_problems(spec.metric, spec.metrics)
     seen: dict[str, int] = {}
     for i, arm in enumerate(spec.arms):
         if arm.key in seen:
@@ -365,4 +390,4 @@ def declared_policy(spec: ExperimentSpec, *, whole_log: bool = False) -> Policy 
         return None
     exclude = {"name", "update"} | ({"discount", "window"} if whole_log else set())
     params = spec.policy.model_dump(exclude=exclude)
-    return make_policy(spec.policy.name, metric=spec.metric.type.value, **params)
+    return make_policy(spec.policy.name, metric=spec.primary.type.value, **params)

@@ -76,9 +76,13 @@ class DecisionRow(SQLModel, table=True):
 
 
 class EventRow(SQLModel, table=True):
-    """An outcome or imported exposure as received; `event_id` makes intake idempotent."""
+    """An outcome or imported exposure as received; `event_id` makes intake idempotent.
+
+    A conversion keeps the unit, phase and metric it was counted for (`unit` is filled in from
+    its decision when the event named only that), so a unit's values can be recounted."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_unit", "experiment", "unit"),)
 
     event_id: str = Field(primary_key=True, max_length=256)
     type: str = Field(max_length=16)
@@ -89,6 +93,8 @@ class EventRow(SQLModel, table=True):
     value: float | None = None
     ts: datetime
     received_at: datetime
+    metric: str | None = Field(default=None, max_length=128)
+    phase: int | None = None
 
 
 class AssignmentRow(SQLModel, table=True):
@@ -117,6 +123,78 @@ class QuarantineRow(SQLModel, table=True):
     ts: datetime
 
 
+class UnitRow(SQLModel, table=True):
+    """An analysis unit of a per-user experiment: its first exposure in the phase fixed its arm
+    and the start of its conversion windows; `decisions` counts its decisions in that arm."""
+
+    __tablename__ = "units"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    unit: str = Field(primary_key=True, max_length=256)
+    arm: str = Field(max_length=128)
+    first_ts: datetime
+    decisions: int = 1
+    several_arms: bool = False
+
+
+class UnitValueRow(SQLModel, table=True):
+    """A unit's counted value of one metric (within its window); the unit is a user, or a
+    decision id for per-decision analysis."""
+
+    __tablename__ = "unit_values"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    metric: str = Field(primary_key=True, max_length=128)
+    unit: str = Field(primary_key=True, max_length=256)
+    converted: bool = False
+    value: float = 0.0
+
+
+class UnitStatsRow(SQLModel, table=True):
+    """Per arm: analysis units, their decisions (sum and sum of squares, for costs per unit) and
+    units also served another arm. Kept in step with `units` by increments."""
+
+    __tablename__ = "unit_stats"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, max_length=128)
+    units: int = 0
+    decisions: int = 0
+    decisions_sq: int = 0
+    several_arms: int = 0
+
+
+class MetricStatsRow(SQLModel, table=True):
+    """Per metric and arm: converted units and the sums of unit values (and of value times
+    decisions, for net value). Kept in step with `unit_values` by increments."""
+
+    __tablename__ = "metric_stats"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    metric: str = Field(primary_key=True, max_length=128)
+    arm: str = Field(primary_key=True, max_length=128)
+    conversions: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    total_decisions: float = 0.0
+
+
+class ArmExclusionRow(SQLModel, table=True):
+    """An arm taken out of a bandit's traffic for the rest of the phase (a guardrail showed harm)."""
+
+    __tablename__ = "arm_exclusions"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, max_length=128)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    ts: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -124,3 +202,8 @@ DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
+UNITS = UnitRow.__table__  # type: ignore[attr-defined]
+UNIT_VALUES = UnitValueRow.__table__  # type: ignore[attr-defined]
+UNIT_STATS = UnitStatsRow.__table__  # type: ignore[attr-defined]
+METRIC_STATS = MetricStatsRow.__table__  # type: ignore[attr-defined]
+ARM_EXCLUSIONS = ArmExclusionRow.__table__  # type: ignore[attr-defined]

@@ -17,9 +17,10 @@ import numpy as np
 
 from engine.db import is_unavailable
 from engine.health import StoreHealth
+from engine.measures import MetricType
 from engine.snapshot import Live, Snapshot, stats_for
-from engine.spec import ExperimentSpec, MetricType, UpdateCadence
-from engine.store import ArmAggregate, Store
+from engine.spec import ExperimentSpec, UpdateCadence
+from engine.store import Store, Tally
 from engine.writes import ExposureWriter
 from policies.bandits.arm_stats import stats_from_sums
 from policies.sufficient import ArmStats
@@ -33,14 +34,16 @@ DISCOUNT_CUTOFF = 0.01
 def weighted_stats(spec: ExperimentSpec, sums: np.ndarray) -> list[ArmStats]:
     """Stats from (arms, 4) weighted sums of (exposures, conversions, total, total_sq)."""
     n, conversions, total, total_sq = sums.T
-    revenue = spec.metric.type is MetricType.REVENUE
-    return stats_from_sums(spec.metric.type.value, n, total if revenue else conversions, total_sq)
+    revenue = spec.primary.type is MetricType.REVENUE
+    return stats_from_sums(spec.primary.type.value, n, total if revenue else conversions, total_sq)
 
 
 class Upkeep:
     def __init__(self, store: Store, snapshot: Snapshot, writer: ExposureWriter, health: StoreHealth,
-                 rng: np.random.Generator, clock: Callable[[], float], lock: threading.RLock) -> None:
+                 rng: np.random.Generator, clock: Callable[[], float], lock: threading.RLock,
+                 channel_costs: Mapping[str, float]) -> None:
         self.store = store
+        self.channel_costs = channel_costs
         self.snapshot = snapshot
         self.writer = writer
         self.health = health
@@ -70,7 +73,7 @@ class Upkeep:
         except Exception as exc:
             self.health.failed(exc, "refreshing bandit weights")
             if live.weights is None and live.policy is not None:  # nothing cached: the prior's weights
-                empty = stats_for(live.spec, [ArmAggregate(k, 0, 0, 0.0, 0.0) for k in live.arms])
+                empty = stats_for(live.spec, Tally.empty(live.arms), live.spec.arm_costs(self.channel_costs))
                 live.weights = live.policy.weights(empty, self._rng)
             return
         self.health.ok()
@@ -90,8 +93,8 @@ class Upkeep:
         discount = getattr(spec.policy, "discount", None)
         window = getattr(spec.policy, "window", None)
         if (discount is None or discount == 1) and window is None:
-            aggregates = self.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
-            return live.policy.weights(stats_for(spec, aggregates), self._rng)
+            tally = self.store.tally(spec.key, spec.traffic.phase, spec.arm_keys)
+            return live.policy.weights(stats_for(spec, tally, spec.arm_costs(self.channel_costs)), self._rng)
         if window is not None:
             sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=window, bucket=window)
             return live.policy.weights(weighted_stats(spec, sums[:, 0, :]), self._rng)

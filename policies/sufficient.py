@@ -72,3 +72,12 @@ class MeanStats:
 
 
 ArmStats = BinaryStats | MeanStats
+
+
+def net_of_cost(value: MeanStats, cost: float, decisions: float, decisions_sq: float,
+                value_decisions: float) -> MeanStats:
+    """Per-unit value net of cost, `v - c k` for a unit with value `v` and `k` decisions at cost
+    `c` each, from the sums of `k`, `k**2` and `v k` over the units (expanding the square)."""
+    total = value.total - cost * decisions
+    total_sq = value.total_sq - 2.0 * cost * value_decisions + cost * cost * decisions_sq
+    return MeanStats(value.n, total, max(total_sq, 0.0))  # rounding can take a zero sum a hair below 0

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.db import check_sqlite_file, create_engine, read, write
 from engine.events import Event
 from engine.spec import ExperimentSpec
-from engine.store.aggregates import ArmAggregate, read_aggregates
+from engine.store.aggregates import ArmAggregate, Tally, read_aggregates, read_tally
 from engine.store.decisions import Exposure, claim_assignment, history_query, insert_exposures, log_query, recent_sums
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
@@ -28,8 +28,8 @@ from engine.store.quarantine import quarantine, read_quarantine, write_isolating
 from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
-    "ArmAggregate", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment", "check_event",
-    "imported_decision_id",
+    "ArmAggregate", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment", "Tally",
+    "check_event", "imported_decision_id",
 ]
 
 T = TypeVar("T")
@@ -80,6 +80,11 @@ class Store:
         """Aggregates in the order of `arms` (zeros for an arm with no row yet)."""
         with read(self.sa) as conn:
             return read_aggregates(conn, key, phase, arms)
+
+    def tally(self, key: str, phase: int, arms: Sequence[str]) -> Tally:
+        """The per-unit sums of every metric (`aggregates.Tally`)."""
+        with read(self.sa) as conn:
+            return read_tally(conn, key, phase, arms)
 
     def recent_sums(self, key: str, phase: int, arms: Sequence[str], limit: int, bucket: int) -> np.ndarray:
         """Sums over the most recent exposures by arm and age bucket (`decisions.recent_sums`)."""

@@ -20,9 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from engine.db import insert_columns, insert_if_absent, member_of
 from engine.events import utcnow
 from engine.store.aggregates import Deltas
+from engine.store.experiments import specs_of_versions
+from engine.store.ledger import Ledger
 from engine.tables import ASSIGNMENTS, DECISIONS
 
-_DECISION_STATE = tuple(DECISIONS.c[c] for c in ("decision_id", "experiment", "phase", "arm", "converted", "value"))
+_DECISION_STATE = tuple(DECISIONS.c[c] for c in ("decision_id", "experiment", "phase", "arm", "converted", "value",
+                                                  "unit", "ts"))
 
 _ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
     ASSIGNMENTS.c.experiment == bindparam("experiment"), ASSIGNMENTS.c.phase == bindparam("phase"),
@@ -107,6 +110,13 @@ def insert_exposures(conn: Connection, exposures: Sequence[Exposure]) -> int:
     for (key, phase, arm), n in Counter(zip(c["experiment"], c["phase"], c["arm"], strict=True)).items():
         deltas.add(key, phase, arm, exposures=n)
     deltas.apply(conn)
+    ledger = Ledger(conn)
+    specs = specs_of_versions(conn, zip(c["experiment"], c["version"], strict=True))
+    for key, version, phase, unit, arm, ts in zip(c["experiment"], c["version"], c["phase"], c["unit"], c["arm"],
+                                                   c["ts"], strict=True):
+        if (spec := specs.get((key, version))) is not None:
+            ledger.expose(spec, phase, unit, arm, ts)
+    ledger.settle()
     return len(new)
 
 

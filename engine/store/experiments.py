@@ -6,8 +6,9 @@ bandit's units) is refused unless a new phase is declared.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from sqlalchemy import Connection, select
@@ -47,10 +48,26 @@ class PlanItem:
 
 
 
+@lru_cache(maxsize=256)
+def parse_spec(spec_json: str) -> ExperimentSpec:
+    return ExperimentSpec.model_validate_json(spec_json)
+
+
+def specs_of_versions(conn: Connection, versions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], ExperimentSpec]:
+    """The declarations that given (key, version) pairs were decided under."""
+    v = VERSIONS.c
+    out = {}
+    for key, version in sorted(set(versions)):
+        spec_json = conn.execute(select(v.spec_json).where(v.key == key, v.version == version)).scalar_one_or_none()
+        if spec_json is not None:
+            out[(key, version)] = parse_spec(spec_json)
+    return out
+
+
 def load_experiments(conn: Connection) -> dict[str, StoredExperiment]:
     out = {}
     for spec_json, version in conn.execute(select(EXPERIMENTS.c.spec_json, EXPERIMENTS.c.version)).all():
-        spec = ExperimentSpec.model_validate_json(spec_json)
+        spec = parse_spec(spec_json)
         out[spec.key] = StoredExperiment(spec, version)
     return out
 
@@ -121,6 +138,12 @@ def _unsafe_change(old: ExperimentSpec, new: ExperimentSpec) -> str:
         return "changing traffic.seed reshuffles every unit"
     if new.traffic.coverage < old.traffic.coverage:
         return "lowering coverage removes units that were already exposed"
-    if new.metric != old.metric:
-        return "changing the metric mixes two measurements in one analysis"
+    if new.analysis_unit is not old.analysis_unit:
+        return "changing analysis.unit of a running experiment mixes users and decisions in one analysis"
+    if new.primary.name != old.primary.name:
+        return "changing the primary metric of a running A/B test moves the goal posts; start a new phase"
+    before = {m.name: (m.type, m.window) for m in old.measures}
+    for m in new.measures:
+        if m.name in before and before[m.name] != (m.type, m.window):
+            return f"changing the type or window of metric {m.name!r} mixes two measurements in one analysis"
     return ""

@@ -18,10 +18,10 @@ from sqlalchemy import Connection, Select, bindparam, func, select, update
 
 from engine.db import bulk_insert, member_of
 from engine.events import Event, EventError, MissingExposureError, utcnow
-from engine.spec import MetricType
 from engine.store.aggregates import Deltas
 from engine.store.decisions import Exposure, decisions_in
 from engine.store.experiments import StoredExperiment
+from engine.store.ledger import Conversion, Ledger
 from engine.tables import DECISIONS, EVENTS
 
 
@@ -83,6 +83,8 @@ class _EventRow(NamedTuple):
     value: float | None
     ts: datetime
     received_at: datetime
+    metric: str | None
+    phase: int | None
 
 
 
@@ -104,8 +106,14 @@ def check_event(ev: Event, experiments: dict[str, StoredExperiment]) -> StoredEx
         raise EventError(f"experiment: unknown experiment {ev.experiment!r}")
     if ev.arm is not None and ev.arm not in exp.arms:
         raise EventError(f"arm: {ev.arm!r} is not an arm of {ev.experiment!r}")
-    if ev.type == "conversion" and exp.spec.metric.type is MetricType.REVENUE and ev.value is None:
-        raise EventError("value: required for a revenue metric")
+    metric = exp.spec.measure(ev.metric)
+    if metric is None:
+        names = ", ".join(m.name for m in exp.spec.measures)
+        raise EventError(f"metric: {ev.metric!r} is not a metric of {ev.experiment!r}; metrics: {names}")
+    if ev.type == "conversion" and metric.revenue and ev.value is None:
+        raise EventError(f"value: required for the revenue metric {metric.name!r}")
+    if ev.value is not None and ev.value < 0 and not metric.allow_negative:
+        raise EventError(f"value: must be >= 0 (metric {metric.name!r} does not declare allow_negative: true)")
     return exp
 
 
@@ -124,6 +132,7 @@ class EventBatch:
         self.new_decisions: list[dict[str, Any]] = []
         self.converted: dict[str, dict[str, Any]] = {}  # stored rows to update
         self.deltas = Deltas()
+        self.ledger = Ledger(conn)
         self.now = utcnow()
 
     def apply(self, events: Sequence[tuple[int, Event]]) -> EventOutcome:
@@ -147,17 +156,17 @@ class EventBatch:
             try:
                 if ev.type == "exposure":
                     assert decision_id is not None
-                    self._exposure(ev, exp, decision_id)
+                    unit, phase, metric = self._exposure(ev, exp, decision_id), exp.phase, None
                 else:
-                    self._conversion(ev, exp)
+                    unit, phase, metric = self._conversion(ev, exp)
             except EventError as exc:
                 outcome.rejected.append((index, str(exc)))
                 if isinstance(exc, MissingExposureError):
                     outcome.missing.add(index)
                 continue
             seen.add(ev.event_id)
-            new_events.append(_EventRow(ev.event_id, ev.type, ev.experiment, ev.unit, ev.decision_id, ev.arm, ev.value,
-                                        ev.ts or self.now, self.now))
+            new_events.append(_EventRow(ev.event_id, ev.type, ev.experiment, unit, ev.decision_id, ev.arm, ev.value,
+                                        ev.ts or self.now, self.now, metric, phase))
             outcome.accepted += 1
         self._write(new_events)
         return outcome
@@ -188,7 +197,8 @@ class EventBatch:
         for row in self.conn.execute(decisions_in(self.conn.dialect.name), {"ids": decision_ids}).mappings():
             self.decisions[row["decision_id"]] = dict(row)
 
-    def _exposure(self, ev: Event, exp: StoredExperiment, decision_id: str) -> None:
+    def _exposure(self, ev: Event, exp: StoredExperiment, decision_id: str) -> str:
+        """Log an imported exposure; returns its unit."""
         if decision_id in self.decisions:
             raise EventError(f"decision_id: {decision_id!r} was already logged")
         arm = exp.arms[ev.arm or ""]
@@ -198,16 +208,26 @@ class EventBatch:
         self.decisions[decision_id] = row
         self.latest[(exp.spec.key, row["unit"])] = row
         self.deltas.add(exp.spec.key, exp.phase, arm.key, exposures=1)
+        self.ledger.expose(exp.spec, exp.phase, row["unit"], arm.key, row["ts"])
+        return row["unit"]
 
-    def _conversion(self, ev: Event, exp: StoredExperiment) -> None:
+    def _conversion(self, ev: Event, exp: StoredExperiment) -> tuple[str, int, str]:
+        """Count a conversion; returns the unit, phase and metric it counts for."""
         decision = self._decision_of(ev)
+        metric = exp.spec.measure(ev.metric)
+        assert metric is not None  # check_event
         # Counted in the decision's own phase: the caller's snapshot may be behind a phase change.
-        before = decision["value"]
-        after = before + ev.value if exp.spec.metric.type is MetricType.REVENUE else 1.0  # type: ignore[operator]
-        self.deltas.add(exp.spec.key, decision["phase"], decision["arm"], conversions=0 if decision["converted"] else 1,
-                        total=after - before, total_sq=after * after - before * before)
-        decision["converted"], decision["value"] = True, after
-        self.converted[decision["decision_id"]] = decision  # new decisions are inserted as they stand
+        phase, ts = decision["phase"], ev.ts or self.now
+        self.ledger.convert(Conversion(exp.spec, phase, decision["unit"], decision["decision_id"], decision["ts"],
+                                       decision["arm"], metric.name, ev.value, ts))
+        if metric is exp.spec.primary:  # the decision log carries the primary outcome (OPE, targeting)
+            before = decision["value"]
+            after = before + (ev.value or 0.0) if metric.revenue else 1.0
+            self.deltas.add(exp.spec.key, phase, decision["arm"], conversions=0 if decision["converted"] else 1,
+                            total=after - before, total_sq=after * after - before * before)
+            decision["converted"], decision["value"] = True, after
+            self.converted[decision["decision_id"]] = decision  # new decisions are inserted as they stand
+        return decision["unit"], phase, metric.name
 
     def _decision_of(self, ev: Event) -> dict[str, Any]:
         """The exposure a conversion belongs to: the named decision, else the unit's latest."""
@@ -246,4 +266,5 @@ class EventBatch:
         if updates:
             self.conn.execute(_MARK_CONVERTED, updates)
         self.deltas.apply(self.conn)
+        self.ledger.settle()
 

@@ -76,7 +76,9 @@ def test_apply_decide_record_report_winners(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     arms = {a["arm"]: a for a in report["arms"]}
-    assert sum(a["exposures"] for a in arms.values()) == 2
+    # One unit decided twice: one exposure (the analysis unit is the user), two decisions.
+    assert sum(a["exposures"] for a in arms.values()) == 1
+    assert sum(a["decisions"] for a in arms.values()) == 2
     assert arms[decision["arm"]]["conversions"] == 1
     assert report["verdict"]["status"] == "insufficient_data"
 

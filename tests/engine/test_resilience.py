@@ -214,4 +214,4 @@ def test_during_an_outage_events_the_store_would_refuse_are_refused_not_spooled(
         _Outage(e, monkeypatch).down = True
         summary = e.ingest([{"event_id": "c1", "experiment": "bundle", "unit": "u1"},
                             {"event_id": "c2", "experiment": "bundle", "unit": "u1", "value": 5}])
-        assert summary.rejected == [(1, "value: required for a revenue metric")] and summary.spooled == 1
+        assert summary.rejected == [(1, "value: required for the revenue metric 'revenue'")] and summary.spooled == 1
