@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from engine.spool import Spool
 from engine.store import ArmAggregate, PlanItem, Store, StoredExperiment, Tally
 from engine.upkeep import Upkeep
 from engine.writes import ExposureWriter
+
+if TYPE_CHECKING:
+    from engine.report import Report
 
 __all__ = ["Engine", "IngestSummary", "Plan", "UnknownExperimentError", "UnsafeChangeError", "stats_for"]
 
@@ -223,6 +226,12 @@ class Engine:
         stored = self.experiment(key)
         spec = stored.spec
         return stored, self.store.tally(spec.key, spec.traffic.phase, spec.arm_keys)
+
+    def report(self, key: str, seed: int = 0) -> Report:
+        """The experiment's report (`engine.report`); `.to_dict()` is the JSON contract."""
+        from engine.report import build_report  # the report module builds on this one
+
+        return build_report(self, key, seed)
 
     def costs(self, spec: ExperimentSpec) -> tuple[float, ...]:
         """Each arm's cost per decision (declared, else the channel's default in the settings)."""
