@@ -85,7 +85,7 @@ def _events(key: str, units: int, per_unit: int, metrics: tuple[str | None, ...]
 def intake_rates(url: str | None, units: int, per_unit: int, repeats: int) -> tuple[float, float]:
     """Events per second (median of `repeats`) of ours and of the per-decision peer, interleaved."""
     ours, peer = [], []
-    for r in range(repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             engine = _store(Path(tmp), url)
             try:
