@@ -106,32 +106,68 @@ def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None)
 
 
 def _fmt(key: str, value: Any, revenue: bool) -> str:
-    """One report cell: rates and shares as percentages (revenue per exposure as a number)."""
+    """One report cell: rates and shares as percentages (revenue per unit as a number)."""
     if value is None:
         return "–"
-    if key in ("exposures", "conversions"):
+    if key in ("exposures", "conversions", "decisions"):
         return f"{value:,}"
     if key in ("rate", "ci_low", "ci_high"):
         return f"{value:,.3f}" if revenue else f"{value:.2%}"
-    if key == "lift":
+    if key in ("lift", "change", "change_ci_low", "change_ci_high", "roi"):
         return f"{value:+.1%}"
     if key in ("prob_best", "weight"):
         return f"{value:.1%}"
-    if key == "p_value_adjusted":
+    if key in ("p_value_adjusted", "p_value"):
         return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+    if key in ("cost", "net_value_per_unit"):
+        return f"{value:,.3f}"
     return str(value)
 
 
-_COLUMNS = (
-    ("arm", "arm"), ("channel", "channel"), ("exposures", "exposures"), ("conversions", "conv."),
-    ("rate", "rate"), ("ci_low", "ci low"), ("ci_high", "ci high"), ("lift", "lift"),
-    ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"), ("weight", "weight"),
+Columns = tuple[tuple[str, str], ...]
+
+_PRIMARY: Columns = (
+    ("arm", "arm"), ("channel", "channel"), ("exposures", "units" ), ("decisions", "decisions"),
+    ("conversions", "conv."), ("rate", "rate"), ("ci_low", "ci low"), ("ci_high", "ci high"), ("lift", "lift"),
+    ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"), ("weight", "weight"), ("cost", "cost"),
+    ("net_value_per_unit", "net/unit"),
+)
+_SECONDARY: Columns = (
+    ("arm", "arm"), ("exposures", "units"), ("conversions", "conv."), ("rate", "rate"), ("ci_low", "ci low"),
+    ("ci_high", "ci high"), ("lift", "lift"), ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"),
+)
+_GUARDRAIL: Columns = (
+    ("arm", "arm"), ("exposures", "units"), ("conversions", "conv."), ("rate", "rate"), ("change", "change"),
+    ("change_ci_low", "ci low"), ("change_ci_high", "ci high"), ("p_value", "p (non-inf.)"), ("status", "guardrail"),
 )
 
 
-def _cells(data: dict[str, Any]) -> list[list[str]]:
+def _metric_title(m: dict[str, Any]) -> str:
+    window = f", window {m['window']}" if m.get("window") else ""
+    if m["role"] == "guardrail":
+        harm = "rise" if m["direction"] == "decrease" else "fall"
+        return f"GUARDRAIL {m['name']} ({m['type']}{window}): must not {harm} by more than {m['margin']:.0%}"
+    return f"{m['role']} metric {m['name']} ({m['type']}{'' if not m.get('net') else ', net of cost'}{window})"
+
+
+def _guardrail_cells(arm: dict[str, Any]) -> dict[str, Any]:
+    g = arm.get("guardrail") or {}
+    return {**arm, "change": g.get("change"), "change_ci_low": g.get("ci_low"), "change_ci_high": g.get("ci_high"),
+            "p_value": g.get("p_value"), "status": g.get("status", "control" if arm.get("lift") is None else None)}
+
+
+def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
+    """The report as titled tables: the primary metric's arms, then one table per other metric."""
     revenue = data["metric"]["type"] == "revenue"
-    return [[_fmt(k, arm.get(k), revenue) for k, _ in _COLUMNS] for arm in data["arms"]]
+    out = [(_metric_title(data["metrics"][0]), _PRIMARY,
+            [[_fmt(k, arm.get(k), revenue) for k, _ in _PRIMARY] for arm in data["arms"]])]
+    for m in data["metrics"][1:]:
+        guardrail = m["role"] == "guardrail"
+        columns = _GUARDRAIL if guardrail else _SECONDARY
+        rows = [_guardrail_cells(a) if guardrail else a for a in m["arms"]]
+        out.append((_metric_title(m), columns,
+                    [[_fmt(k, row.get(k), m["type"] == "revenue") for k, _ in columns] for row in rows]))
+    return out
 
 
 def verdict_line(data: dict[str, Any]) -> str:
@@ -140,17 +176,24 @@ def verdict_line(data: dict[str, Any]) -> str:
     return f"{data['experiment']}: {v['status']}{winner} ({v['reason']})"
 
 
+def _heading(d: dict[str, Any]) -> str:
+    several = f", {d['units_in_several_arms']:,} units seen in several arms" if d["units_in_several_arms"] else ""
+    return f"{d['experiment']} — {d['kind']} / {d['policy']} / {d['status']} / per {d['analysis_unit']}{several}"
+
+
 def render_table(reports: list[Report], console: Console) -> None:
     for r in reports:
         d = r.data
-        table = Table(title=f"{d['experiment']} — {d['kind']} / {d['policy']} / {d['status']}",
-                      title_justify="left")
-        for key, header in _COLUMNS:
-            table.add_column(header, justify="left" if key in ("arm", "channel") else "right", no_wrap=True)
-        for row in _cells(d):
-            table.add_row(*row)
-        console.print(table)
-        console.print(verdict_line(d))
+        console.print(_heading(d), markup=False)
+        for title, columns, rows in blocks(d):
+            table = Table(title=title, title_justify="left")
+            for key, header in columns:
+                table.add_column(header, justify="left" if key in ("arm", "channel", "status") else "right",
+                                 no_wrap=True)
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
+        console.print(verdict_line(d), markup=False)
         console.print()
 
 
@@ -158,10 +201,13 @@ def render_markdown(reports: list[Report]) -> str:
     lines: list[str] = []
     for r in reports:
         d = r.data
-        lines += [f"### {d['experiment']} ({d['kind']}, {d['policy']}, {d['status']})", ""]
-        lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
-        lines.append("|" + "|".join("---" if k in ("arm", "channel") else "---:" for k, _ in _COLUMNS) + "|")
-        for row in _cells(d):
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-        lines += ["", f"**Verdict:** {verdict_line(d)}", ""]
+        lines += [f"### {_heading(d)}", ""]
+        for title, columns, rows in blocks(d):
+            lines += [f"**{title}**", ""]
+            lines.append("| " + " | ".join(h for _, h in columns) + " |")
+            lines.append("|" + "|".join("---" if k in ("arm", "channel", "status") else "---:" for k, _ in columns)
+                         + "|")
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            lines.append("")
+        lines += [f"**Verdict:** {verdict_line(d)}", ""]
     return "\n".join(lines)
