@@ -22,6 +22,7 @@ import typer
 
 from engine.cli_boundary import (
     EXIT_ERROR,
+    EXIT_GUARDRAIL,
     EXIT_INVALID,
     EXIT_SRM,
     EXIT_STORE,
@@ -51,7 +52,7 @@ from engine.cli_options import (
 )
 from engine.redact import redact_url
 
-__all__ = ["EXIT_ERROR", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice", "RecommenderChoice", "app"]
+__all__ = ["EXIT_ERROR", "EXIT_GUARDRAIL", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice", "RecommenderChoice", "app"]
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -298,6 +299,8 @@ def report(
 def winners(
     experiments: ExperimentsArg = None,
     fail_on_srm: Annotated[bool, typer.Option("--fail-on-srm", help="Exit 3 if any experiment has an SRM.")] = False,
+    fail_on_guardrail: Annotated[bool, typer.Option(
+        "--fail-on-guardrail", help="Exit 4 if any experiment's verdict is guardrail_failed.")] = False,
     db: DbOption = None,
 ) -> None:
     """One verdict line per experiment."""
@@ -309,6 +312,8 @@ def winners(
         out.print(verdict_line(r.to_dict()), markup=False)
     if fail_on_srm and any((r.to_dict().get("srm") or {}).get("flagged") for r in reports):
         raise typer.Exit(EXIT_SRM)
+    if fail_on_guardrail and any(r.to_dict()["verdict"]["status"] == "guardrail_failed" for r in reports):
+        raise typer.Exit(EXIT_GUARDRAIL)
 
 
 @app.command("sample-size")
@@ -455,6 +460,27 @@ def quarantine(
         out.print(f"{row['id']}\t{row['ts']}\t{row['kind']}\t{row['reason']}\t"
                   f"{json.dumps(row['record'], separators=(',', ':'))}", markup=False)
     err.print(f"{len(rows)} quarantined row(s)", markup=False)
+
+
+@app.command()
+def weights(
+    experiment: ExperimentArg,
+    fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N refreshes.")] = None,
+    db: DbOption = None,
+) -> None:
+    """A bandit's weights over time in the current phase: every refresh, oldest first, with its
+    reason (an arm taken out of traffic by a guardrail says so)."""
+    with open_engine(db) as engine:
+        spec = engine.experiment(experiment).spec
+        history = engine.store.weights_history(spec.key, spec.traffic.phase, limit)
+    if fmt is DecideFormat.JSON:
+        print_json([{"ts": h.ts.isoformat(), "weights": h.weights, "reason": h.reason} for h in history])
+        return
+    for h in history:
+        shares = " ".join(f"{arm}={w:.3f}" for arm, w in h.weights.items())
+        out.print(f"{h.ts.isoformat(timespec='seconds')}\t{shares}\t{h.reason}", markup=False)
+    err.print(f"{len(history)} refresh(es)", markup=False)
 
 
 @app.command("export-log")

@@ -39,7 +39,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_ERROR = 1
 EXIT_INVALID = 2
 EXIT_SRM = 3
-EXIT_STORE = 4
+EXIT_GUARDRAIL = 4
+EXIT_STORE = 5
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
 LOG_FILE_ENV = "CROSSPROMO_LOG_FILE"
 DEBUG_ENV = "CROSSPROMO_DEBUG"

@@ -39,8 +39,12 @@ USERS_PER_SECOND = 1000.0  # simulated arrivals: weights and models refit after 
 
 @dataclass(frozen=True)
 class ArmTruth:
+    """An arm's true behaviour: its primary conversion rate (and mean order value), and the
+    rates of other binary metrics (`{rate: 0.03, unsubscribe: 0.01}` in configs/demo.yaml)."""
+
     rate: float
     mean_value: float = 1.0
+    metric_rates: tuple[tuple[str, float], ...] = ()
 
 
 class SimulatedClock:
@@ -72,7 +76,8 @@ def load_truth(path: Path) -> dict[str, Any]:
 
 def _arm_truth(value: Any) -> ArmTruth:
     if isinstance(value, dict):
-        return ArmTruth(float(value["rate"]), float(value.get("mean_value", 1.0)))
+        others = tuple((str(k), float(v)) for k, v in value.items() if k not in ("rate", "mean_value"))
+        return ArmTruth(float(value["rate"]), float(value.get("mean_value", 1.0)), others)
     return ArmTruth(float(value))
 
 
@@ -186,6 +191,10 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
                 rate = arm.rate
                 if segments is not None and spec.key in segments.rates:
                     rate = segments.rates[spec.key][segments.population.segments[u], spec.arm_keys.index(d.arm)]
+                for metric, metric_rate in arm.metric_rates:  # e.g. unsubscribes, a guardrail
+                    if rng.random() < metric_rate:
+                        pending.append({"event_id": f"{d.decision_id}:{metric}", "experiment": spec.key,
+                                        "decision_id": d.decision_id, "metric": metric})
                 if rng.random() >= rate:
                     continue
                 event: dict[str, Any] = {"event_id": f"{d.decision_id}:conv", "type": "conversion",

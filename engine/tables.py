@@ -195,6 +195,20 @@ class ArmExclusionRow(SQLModel, table=True):
     ts: datetime
 
 
+class WeightsRow(SQLModel, table=True):
+    """A bandit's weights as one refresh set them, with why (O(refreshes), for the history)."""
+
+    __tablename__ = "weights_history"
+    __table_args__ = (Index("ix_weights_history", "experiment", "phase", "ts"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment: str = Field(max_length=128)
+    phase: int
+    ts: datetime
+    weights_json: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -207,3 +221,4 @@ UNIT_VALUES = UnitValueRow.__table__  # type: ignore[attr-defined]
 UNIT_STATS = UnitStatsRow.__table__  # type: ignore[attr-defined]
 METRIC_STATS = MetricStatsRow.__table__  # type: ignore[attr-defined]
 ARM_EXCLUSIONS = ArmExclusionRow.__table__  # type: ignore[attr-defined]
+WEIGHTS_HISTORY = WeightsRow.__table__  # type: ignore[attr-defined]

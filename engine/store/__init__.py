@@ -9,7 +9,7 @@ they summarise, so a crash at any point leaves them equal to what a recount woul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,6 +25,14 @@ from engine.store.decisions import Exposure, claim_assignment, history_query, in
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
 from engine.store.quarantine import quarantine, read_quarantine, write_isolating
+from engine.store.weights import (
+    Exclusion,
+    WeightsEntry,
+    exclude_arm,
+    read_exclusions,
+    read_weights_history,
+    record_weights,
+)
 from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
@@ -85,6 +93,23 @@ class Store:
         """The per-unit sums of every metric (`aggregates.Tally`)."""
         with read(self.sa) as conn:
             return read_tally(conn, key, phase, arms)
+
+    def exclusions(self, key: str, phase: int) -> list[Exclusion]:
+        """The arms a guardrail took out of the phase's traffic, with why."""
+        with read(self.sa) as conn:
+            return read_exclusions(conn, key, phase)
+
+    def exclude_arm(self, key: str, phase: int, arm: str, reason: str) -> bool:
+        with write(self.sa) as conn:
+            return exclude_arm(conn, key, phase, arm, reason)
+
+    def record_weights(self, key: str, phase: int, weights: Mapping[str, float], reason: str) -> None:
+        with write(self.sa) as conn:
+            record_weights(conn, key, phase, weights, reason)
+
+    def weights_history(self, key: str, phase: int, limit: int | None = None) -> list[WeightsEntry]:
+        with read(self.sa) as conn:
+            return read_weights_history(conn, key, phase, limit)
 
     def recent_sums(self, key: str, phase: int, arms: Sequence[str], limit: int, bucket: int) -> np.ndarray:
         """Sums over the most recent exposures by arm and age bucket (`decisions.recent_sums`)."""

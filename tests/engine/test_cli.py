@@ -131,7 +131,7 @@ def test_errors_are_one_line_without_traceback(workdir: Path) -> None:
     assert result.output.startswith("error: unknown experiment 'nope'")
     assert "hint:" in result.output
     result = run("decide", "landing", "--unit", "u", "--db", "nosuchdriver://x")
-    assert result.exit_code == 4 and "error:" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 5 and "error:" in result.output and "Traceback" not in result.output
 
 
 def test_simulate_prints_json_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
