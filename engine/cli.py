@@ -52,7 +52,8 @@ from engine.cli_options import (
 )
 from engine.redact import redact_url
 
-__all__ = ["EXIT_ERROR", "EXIT_GUARDRAIL", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice", "RecommenderChoice", "app"]
+__all__ = ["EXIT_ERROR", "EXIT_GUARDRAIL", "EXIT_INVALID", "EXIT_SRM", "EXIT_STORE", "CorrectionChoice",
+           "RecommenderChoice", "app"]
 
 if TYPE_CHECKING:
     from engine.api import Engine
