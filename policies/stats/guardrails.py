@@ -37,7 +37,8 @@ approximation is better than the ratio's own (Katz et al. 1978).
   out of traffic): the interval is the mSPRT confidence sequence of `policies.stats.sequential`
   at level alpha around theta_hat, with the mixture scale tau = |theta_0| (harm of the size of
   the margin is what it must find quickly). Repeated looks are safe: under any truth the
-  interval misses theta at some look with probability at most alpha.
+  interval misses theta at some look with probability at most alpha (asymptotically, as the
+  variance is a plug-in estimate; the 50-look simulations in tests/ check it).
 
 `failed` means the interval lies entirely beyond the margin in the harmful direction: harm
 larger than the margin is shown. `non_inferior` means it lies entirely inside. In between the
