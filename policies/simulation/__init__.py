@@ -1,6 +1,8 @@
 """Simulators that let policies and tests be judged against a known truth.
 
 `population` draws users with latent segments and per-arm conversion rates, `bandits`
-runs allocation policies against fixed or drifting arm rates (regret, best-arm share), and
-`targeting` runs targeted against context-free bandits on a drawn population.
+runs allocation policies against fixed or drifting arm rates (regret, best-arm share),
+`targeting` runs targeted against context-free bandits on a drawn population, `units` draws
+units that decide several times each (user-level against per-decision analysis), and
+`decisions` simulates the ship decision of an A/B test with guardrail metrics.
 """

@@ -3,6 +3,7 @@
 Frequentist tests (two-proportion z, Welch) with effects and their intervals, multiple-
 comparison corrections, always-valid sequential tests (mSPRT), the sample-ratio-mismatch
 check, Bayesian summaries (probability to beat control, to be best, expected loss), sample-
-size planning, and `analysis`, which combines them into one verdict per experiment under
-the rules in `verdicts`.
+size planning, guardrail non-inferiority tests and the ship decision with them (`guardrails`),
+and `analysis`, which combines them into one verdict per experiment under the rules in
+`verdicts`.
 """

@@ -7,6 +7,7 @@ into an always-valid interval (`policies.stats.sequential.always_valid_interval`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scipy import stats as sps
@@ -66,6 +67,20 @@ def relative_lift(treatment: ArmStats, control: ArmStats) -> Effect | None:
     ratio = t.estimate / c.estimate
     variance = (t.variance + ratio**2 * c.variance) / c.estimate**2
     return Effect(ratio - 1.0, variance)
+
+
+def log_ratio(treatment: ArmStats, control: ArmStats) -> Effect | None:
+    """log(mean_t / mean_c) with its delta-method variance; None unless both means are > 0.
+
+    Var(log Y) ~= Var(Y) / mu^2 (delta method), so for independent arms the variance is
+    Var(Y_t)/mu_t^2 + Var(Y_c)/mu_c^2. For conversion rates that is 1/x_t - 1/n_t + 1/x_c - 1/n_c,
+    Katz et al. (1978)'s log risk-ratio variance, as in `statsmodels.stats.proportion.
+    test_proportions_2indep(..., compare="ratio", method="log")`.
+    """
+    t, c = mean_effect(treatment), mean_effect(control)
+    if t.estimate <= 0 or c.estimate <= 0:
+        return None
+    return Effect(math.log(t.estimate / c.estimate), t.variance / t.estimate**2 + c.variance / c.estimate**2)
 
 
 def normal_interval(effect: Effect, alpha: float) -> Interval:

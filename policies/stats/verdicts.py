@@ -13,7 +13,10 @@ from typing import Literal
 from policies.stats.corrections import Correction
 from policies.stats.srm import SrmResult
 
-VerdictStatus = Literal["winner", "keep_running", "no_difference", "srm_invalid", "insufficient_data"]
+VerdictStatus = Literal[
+    "winner", "keep_running", "no_difference", "srm_invalid", "insufficient_data", "guardrail_failed"
+]
+"""`guardrail_failed` comes from `policies.stats.guardrails.guardrail_verdict`, the others from here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,12 @@ class VariantOutcome:
     difference: float
     lift: float | None
     p_value_adjusted: float
+
+
+def superior_variants(variants: Sequence[VariantOutcome], alpha: float) -> list[VariantOutcome]:
+    """Variants significantly better than the control (adjusted p below alpha), best first."""
+    better = [v for v in variants if v.p_value_adjusted < alpha and v.difference > 0]
+    return sorted(better, key=lambda v: v.difference, reverse=True)
 
 
 def srm_verdict(srm: SrmResult | None, threshold: float) -> Verdict | None:
@@ -74,10 +83,10 @@ def ab_test_verdict(
     final = sequential or reached
     progress = _progress(smallest_n, planned_n_per_arm)
     significant = [v for v in variants if v.p_value_adjusted < alpha]
-    better = [v for v in significant if v.difference > 0]
+    better = superior_variants(variants, alpha)
     how = f"adjusted p ({correction})" + (", always-valid" if sequential else "")
     if final and better:
-        best = max(better, key=lambda v: v.difference)
+        best = better[0]
         lift_text = "" if best.lift is None else f" lift {best.lift:+.1%},"
         return Verdict(
             "winner",

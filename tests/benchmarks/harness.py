@@ -31,7 +31,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        return None if self.peer is None else self.ours / self.peer
+        return None if not self.peer else self.ours / self.peer  # a peer of 0 (a rate never hit) has no ratio
 
 
 def versus(

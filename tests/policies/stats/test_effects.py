@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.stats.effects import Effect, absolute_difference, normal_interval, relative_lift
+from policies.stats.effects import Effect, absolute_difference, log_ratio, normal_interval, relative_lift
 from policies.sufficient import BinaryStats, MeanStats
 
 Z_975 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
@@ -61,3 +61,18 @@ def test_delta_method_lift_interval_coverage() -> None:
 def test_normal_interval_of_zero_variance_is_a_point() -> None:
     interval = normal_interval(Effect(0.2, 0.0), 0.05)
     assert (interval.low, interval.high) == (0.2, 0.2)
+
+
+def test_log_ratio_is_katz_log_risk_ratio() -> None:
+    # Katz et al. (1978) / statsmodels test_proportions_2indep(method="log", compare="ratio"):
+    # Var(log(p_t / p_c)) = 1/x_t - 1/n_t + 1/x_c - 1/n_c
+    effect = log_ratio(BinaryStats(12000, 236), BinaryStats(11800, 210))
+    assert effect is not None
+    assert_allclose(effect.estimate, np.log((236 / 12000) / (210 / 11800)), rtol=1e-12)
+    assert_allclose(effect.variance, 1 / 236 - 1 / 12000 + 1 / 210 - 1 / 11800, rtol=1e-12)
+
+
+def test_log_ratio_undefined_without_positive_means() -> None:
+    assert log_ratio(BinaryStats(100, 0), BinaryStats(100, 3)) is None
+    assert log_ratio(BinaryStats(100, 3), BinaryStats(100, 0)) is None
+    assert log_ratio(MeanStats(10, -5.0, 30.0), MeanStats(10, 5.0, 30.0)) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,19 @@ from numpy.testing import assert_allclose
 
 from policies.stats.corrections import adjust_p_values
 from policies.stats.frequentist import proportions_z_test, welch_test
-from policies.stats.planning import PlanningError, alpha_per_test, plan_binary_sample_size, plan_mean_sample_size
-from policies.sufficient import MeanStats
+from policies.stats.guardrails import guardrail_test
+from policies.stats.planning import (
+    GuardrailDesign,
+    PlanningError,
+    alpha_per_test,
+    decision_power,
+    plan_binary_sample_size,
+    plan_decision_sample_size,
+    plan_mean_sample_size,
+    plan_non_inferiority_sample_size,
+    success_alpha,
+)
+from policies.sufficient import BinaryStats, MeanStats
 
 
 def test_binary_reference() -> None:
@@ -127,3 +139,92 @@ def test_inputs_without_a_plan_raise_naming_the_input_and_warn_nothing(call: Any
             call()
     assert raised.value.field == field and isinstance(raised.value, ValueError)
     assert caught == []
+
+
+UNSUBSCRIBE = GuardrailDesign("unsubscribe", 0.01, 0.2, "decrease")
+
+
+def test_decision_levels_follow_the_paper() -> None:
+    # Schultzberg, Ankargren & Frånberg (2024): beta / (G + 1) per test, alpha / S for success metrics
+    assert decision_power(0.8, 0) == 0.8
+    assert_allclose([decision_power(0.8, 1), decision_power(0.8, 3)], [0.9, 0.95], rtol=1e-12)
+    assert success_alpha(0.05) == 0.05 and success_alpha(0.05, 2) == 0.025
+
+
+def test_non_inferiority_reference_binary() -> None:
+    # d = log(1.2) / sqrt(0.99 / 0.01) = 0.018324005911485447
+    # statsmodels.stats.power.NormalIndPower().solve_power(effect_size=d, alpha=0.025, power=0.9,
+    #     ratio=1.0, alternative="larger") == 62587.17769015833, as is
+    # statsmodels.stats.power.zt_ind_solve_power(...same...); closed form
+    # 2 * (norm.ppf(0.975) + norm.ppf(0.9))**2 / d**2 == 62587.177690100536
+    plan = plan_non_inferiority_sample_size(UNSUBSCRIBE, alpha=0.05, power=0.9)
+    assert_allclose(plan.effect_size, 0.018324005911485447, rtol=1e-12)
+    assert (plan.n_per_arm, plan.alpha_one_sided, plan.power) == (62588, 0.025, 0.9)
+
+
+def test_non_inferiority_reference_mean_harm_is_a_decrease() -> None:
+    # d = |log(0.9)| / (6 / 2.5) = 0.04390021485742762
+    # NormalIndPower().solve_power(effect_size=d, alpha=0.025, power=0.9, ratio=1.0,
+    #     alternative="larger") == 10904.177759874508
+    plan = plan_non_inferiority_sample_size(GuardrailDesign("revenue", 2.5, 0.1, "increase", std=6.0), power=0.9)
+    assert_allclose(plan.effect_size, 0.04390021485742762, rtol=1e-12)
+    assert plan.n_per_arm == 10905
+
+
+def test_decision_plan_is_the_largest_need_at_the_corrected_power() -> None:
+    plan = plan_decision_sample_size(0.05, 0.10, guardrails=[UNSUBSCRIBE], power=0.8)
+    assert plan.power_per_test == pytest.approx(0.9)
+    assert plan.primary == plan_binary_sample_size(0.05, 0.10, power=plan.power_per_test)
+    assert plan.primary.n_per_arm == 41792  # NormalIndPower at power 0.9 (h as in test_binary_reference)
+    assert (plan.n_per_arm, plan.total, plan.binding) == (62588, 125176, "unsubscribe")
+    common = plan_decision_sample_size(0.05, 0.10, guardrails=[replace(UNSUBSCRIBE, baseline=0.02)],
+                                       primary_metric="purchase")
+    assert (common.n_per_arm, common.binding) == (41792, "purchase")
+    assert plan_decision_sample_size(0.05, 0.10).n_per_arm == plan_binary_sample_size(0.05, 0.10).n_per_arm
+    two_success = plan_decision_sample_size(0.05, 0.10, success_metrics=2)
+    assert two_success.primary.alpha == 0.025
+
+
+def test_mean_primary_in_the_decision_plan() -> None:
+    plan = plan_decision_sample_size(2.5, 0.10, std=5.0, guardrails=[UNSUBSCRIBE, UNSUBSCRIBE])
+    assert plan.primary == plan_mean_sample_size(2.5, 5.0, 0.10, power=1 - 0.2 / 3)
+    assert len(plan.guardrails) == 2 and plan.guardrails[0].power == pytest.approx(1 - 0.2 / 3)
+
+
+def test_guardrail_power_at_planned_sample() -> None:
+    """No true change: the guardrail is shown non-inferior in about 90% of experiments at its plan."""
+    n = plan_non_inferiority_sample_size(GuardrailDesign("unsubscribe", 0.02, 0.2, "decrease"), power=0.9).n_per_arm
+    rng = np.random.default_rng(8)
+    shown = [
+        guardrail_test(BinaryStats(n, int(t)), BinaryStats(n, int(c)), metric="unsubscribe", arm="b", margin=0.2,
+                       direction="decrease").non_inferior
+        for t, c in zip(rng.binomial(n, 0.02, 3000), rng.binomial(n, 0.02, 3000), strict=True)
+    ]
+    assert abs(np.mean(shown) - 0.9) <= 0.02  # binomial sd 0.0055
+
+
+@pytest.mark.parametrize(("design", "field"), [
+    (replace(UNSUBSCRIBE, margin=0.0), "margin"),
+    (replace(UNSUBSCRIBE, margin=1.0, direction="increase"), "margin"),
+    (replace(UNSUBSCRIBE, margin=1e-300), "margin"),  # log1p(margin) underflows the solver
+    (replace(UNSUBSCRIBE, baseline=0.0), "baseline"),
+    (replace(UNSUBSCRIBE, baseline=1.0), "baseline"),
+    (replace(UNSUBSCRIBE, baseline=-2.0, std=1.0), "baseline"),
+    (replace(UNSUBSCRIBE, baseline=2.0, std=0.0), "std"),
+])
+def test_guardrails_without_a_plan_raise_naming_the_input(design: GuardrailDesign, field: str) -> None:
+    with pytest.raises(PlanningError) as raised:
+        plan_non_inferiority_sample_size(design)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda: decision_power(1.0, 1), "power"),
+    (lambda: decision_power(0.8, -1), "guardrails"),
+    (lambda: success_alpha(0.0), "alpha"),
+    (lambda: success_alpha(0.05, 0), "success_metrics"),
+])
+def test_decision_levels_refuse_bad_input(call: Any, field: str) -> None:
+    with pytest.raises(PlanningError) as raised:
+        call()
+    assert raised.value.field == field
