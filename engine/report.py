@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -12,19 +12,25 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.api import Engine
+from engine.guardrails import guardrail_designs, guardrail_results
+from engine.measures import MetricRole
 from engine.spec import ExperimentSpec, Kind, Metric
 from engine.store import Tally
 from policies.stats.analysis import AnalysisConfig, analyze
+from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
+from policies.stats.planning import GuardrailDesign
+from policies.stats.verdicts import VariantOutcome, Verdict
 
 
-def analysis_config(spec: ExperimentSpec, metric: Metric | None = None) -> AnalysisConfig:
+def analysis_config(spec: ExperimentSpec, metric: Metric | None = None,
+                    guardrails: tuple[GuardrailDesign, ...] = ()) -> AnalysisConfig:
     a = spec.analysis
     prior = getattr(spec.policy, "prior", None)
     return AnalysisConfig(
         metric_type=(metric or spec.primary).type.value, alpha=a.alpha, power=a.power, mde=a.mde,
         mde_relative=a.mde_relative, correction=a.correction.value, sequential=a.sequential,
         prob_best_threshold=a.prob_best_threshold, min_sample_per_arm=a.min_sample_per_arm,
-        prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0,
+        prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0, guardrails=guardrails,
     )
 
 
@@ -47,8 +53,15 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
     costs = engine.costs(spec)
     weights = engine.weights(key)
     rng = np.random.default_rng(seed)
-    sections = [_metric_section(spec, m, tally, costs, rng) for m in spec.measures]
+    designs = guardrail_designs(spec, tally, costs)
+    sections = [_metric_section(spec, m, tally, costs, rng, designs if m is spec.primary else ())
+                for m in spec.measures]
     primary = sections[0]
+    guards = guardrail_results(spec, tally, costs)
+    for section in sections:
+        if section["role"] == MetricRole.GUARDRAIL.value:
+            _attach_guardrails(section, [g for g in guards if g.metric == section["name"]])
+    excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
     channels = {a.key: a.channel.value for a in spec.arms}
     value_metric = next((m for m in spec.measures if m.revenue), None)
     for i, row in enumerate(primary["arms"]):
@@ -56,6 +69,7 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         row["units"] = tally.units[i].units
         row["decisions"] = served[i].exposures
         row["weight"] = float(weights[i])
+        row["excluded"] = excluded.get(row["arm"])
         row.update(_economics(costs[i], tally, i, value_metric))
     config = analysis_config(spec)
     data = {
@@ -67,7 +81,38 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         **{k: v for k, v in primary.items() if k not in _METRIC_FACTS},
         "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
+    data["verdict"] = _ship_decision(spec, primary, guards)
     return Report(data)
+
+
+def _ship_decision(spec: ExperimentSpec, primary: dict[str, Any], guards: list[GuardrailResult]) -> dict[str, Any]:
+    """The verdict: the primary metric's, with every guardrail of the winner required."""
+    verdict = Verdict(**primary["verdict"])
+    if not guards:
+        return primary["verdict"]
+    if spec.kind is Kind.BANDIT:
+        return asdict(bandit_guardrail_verdict(verdict, guards))
+    p_adjusted = {a["arm"]: (a["p_value_adjusted"], a["lift"]) for a in primary["arms"]}
+    variants = [VariantOutcome(c["arm"], c["difference"], p_adjusted[c["arm"]][1], p_adjusted[c["arm"]][0])
+                for c in primary["comparisons"] if p_adjusted[c["arm"]][0] is not None]
+    return asdict(guardrail_verdict(verdict, variants, guards, alpha=spec.analysis.alpha))
+
+
+def _attach_guardrails(section: dict[str, Any], guards: list[GuardrailResult]) -> None:
+    """Each variant's non-inferiority result beside its row, and the metric's own verdict."""
+    by_arm = {g.arm: g for g in guards}
+    for row in section["arms"]:
+        g = by_arm.get(row["arm"])
+        row["guardrail"] = None if g is None else {
+            "status": g.status, "change": g.relative_difference, "ci_low": g.ci_low, "ci_high": g.ci_high,
+            "p_value": g.p_value, "method": g.method, "reason": g.reason}
+    failed = [g for g in guards if g.failed]
+    open_ = [g for g in guards if not g.non_inferior and not g.failed]
+    status = "failed" if failed else "open" if open_ else "holds"
+    reason = "; ".join(f"{g.arm!r}: {g.reason}" for g in (failed or open_ or guards))
+    section["verdict"] = {"status": status, "winner": None, "reason": reason}
+    section["test"] = {**section["test"], "method": guards[0].method if guards else None,
+                       "correction": None}
 
 
 # What a metric declares; with its analysis (`arms`, `test`, `verdict`) an entry of `metrics`.
@@ -76,12 +121,12 @@ _METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
 
 
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
-                    rng: np.random.Generator) -> dict[str, Any]:
+                    rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...]) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict."""
     analysis = analyze(
         spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=analysis_config(spec, metric), rng=rng,
+        config=analysis_config(spec, metric, guardrails), rng=rng,
     ).to_dict()
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units
@@ -150,10 +195,11 @@ def _metric_title(m: dict[str, Any]) -> str:
     return f"{m['role']} metric {m['name']} ({m['type']}{'' if not m.get('net') else ', net of cost'}{window})"
 
 
-def _guardrail_cells(arm: dict[str, Any]) -> dict[str, Any]:
+def _guardrail_cells(arm: dict[str, Any], control: str) -> dict[str, Any]:
     g = arm.get("guardrail") or {}
+    status = "control" if arm["arm"] == control else str(g.get("status", "–")).replace("_", " ")
     return {**arm, "change": g.get("change"), "change_ci_low": g.get("ci_low"), "change_ci_high": g.get("ci_high"),
-            "p_value": g.get("p_value"), "status": g.get("status", "control" if arm.get("lift") is None else None)}
+            "p_value": g.get("p_value"), "status": "FAILED" if status == "failed" else status}
 
 
 def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
@@ -164,7 +210,7 @@ def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
     for m in data["metrics"][1:]:
         guardrail = m["role"] == "guardrail"
         columns = _GUARDRAIL if guardrail else _SECONDARY
-        rows = [_guardrail_cells(a) if guardrail else a for a in m["arms"]]
+        rows = [_guardrail_cells(a, data["control"]) if guardrail else a for a in m["arms"]]
         out.append((_metric_title(m), columns,
                     [[_fmt(k, row.get(k), m["type"] == "revenue") for k, _ in columns] for row in rows]))
     return out

@@ -64,9 +64,14 @@ class Live:
     targeting: Targeting | None = None
     model: TargetingModel | None = None
     model_at: float = float("-inf")
+    # Arms a guardrail left in traffic (None: all): refreshed with the weights.
+    allowed: np.ndarray | None = None
 
     def eligible(self, context: Mapping[str, Any]) -> np.ndarray | None:
-        return self.spec.eligibility.mask(self.arms, self.channels, context)
+        mask = self.spec.eligibility.mask(self.arms, self.channels, context)
+        if self.allowed is None:
+            return mask
+        return self.allowed if mask is None else mask & self.allowed
 
     def weights_due(self, now: float) -> bool:
         cadence = self.cadence or UpdateCadence()

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from engine.db import is_unavailable
+from engine.guardrails import guardrail_results
 from engine.health import StoreHealth
-from engine.measures import MetricType
+from engine.measures import MetricRole, MetricType
 from engine.snapshot import Live, Snapshot, stats_for
 from engine.spec import ExperimentSpec, UpdateCadence
 from engine.store import Store, Tally
@@ -69,7 +70,12 @@ class Upkeep:
 
     def refresh_weights(self, live: Live) -> None:
         try:
+            reason = self._check_guardrails(live) if live.policy is not None else ""
             weights = self.compute_weights(live)
+            if live.policy is not None:
+                spec = live.spec
+                self.store.record_weights(spec.key, spec.traffic.phase,
+                                          dict(zip(live.arms, map(float, weights), strict=True)), reason)
         except Exception as exc:
             self.health.failed(exc, "refreshing bandit weights")
             if live.weights is None and live.policy is not None:  # nothing cached: the prior's weights
@@ -94,15 +100,43 @@ class Upkeep:
         window = getattr(spec.policy, "window", None)
         if (discount is None or discount == 1) and window is None:
             tally = self.store.tally(spec.key, spec.traffic.phase, spec.arm_keys)
-            return live.policy.weights(stats_for(spec, tally, spec.arm_costs(self.channel_costs)), self._rng)
+            return self._policy_weights(live, stats_for(spec, tally, spec.arm_costs(self.channel_costs)))
         if window is not None:
             sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=window, bucket=window)
-            return live.policy.weights(weighted_stats(spec, sums[:, 0, :]), self._rng)
+            return self._policy_weights(live, weighted_stats(spec, sums[:, 0, :]))
         step = (live.cadence or UpdateCadence()).every_outcomes
         buckets = int(np.log(DISCOUNT_CUTOFF) / np.log(discount)) + 1
         sums = self.store.recent_sums(spec.key, spec.traffic.phase, spec.arm_keys, limit=buckets * step, bucket=step)
         decay = discount ** np.arange(sums.shape[1])
-        return live.policy.weights(weighted_stats(spec, np.einsum("abk,b->ak", sums, decay)), self._rng)
+        return self._policy_weights(live, weighted_stats(spec, np.einsum("abk,b->ak", sums, decay)))
+
+    def _check_guardrails(self, live: Live) -> str:
+        """Take out of traffic, for the rest of the phase and on every replica, each arm whose
+        guardrail shows harm (an always-valid test against the control: a refresh's repeated
+        look is safe). Returns the refresh's reason for the weights history."""
+        spec = live.spec
+        if not any(m.role is MetricRole.GUARDRAIL for m in spec.measures):
+            return "refresh"
+        key, phase = spec.key, spec.traffic.phase
+        taken = []
+        tally = self.store.tally(key, phase, spec.arm_keys)
+        for g in guardrail_results(spec, tally, spec.arm_costs(self.channel_costs)):
+            if g.failed and self.store.exclude_arm(key, phase, g.arm, f"guardrail {g.metric!r}: {g.reason}"):
+                taken.append(f"{g.arm!r} taken out of traffic: guardrail {g.metric!r}: {g.reason}")
+        return "; ".join(taken) or "refresh"
+
+    def _policy_weights(self, live: Live, stats: list[ArmStats]) -> np.ndarray:
+        """The policy's weights over the arms still in traffic (0 for the arms taken out)."""
+        assert live.policy is not None
+        spec = live.spec
+        excluded = {x.arm for x in self.store.exclusions(spec.key, spec.traffic.phase)}
+        allowed = np.array([a not in excluded for a in live.arms])
+        live.allowed = None if allowed.all() else allowed
+        if allowed.all():
+            return live.policy.weights(stats, self._rng)
+        weights = np.zeros(len(live.arms))
+        weights[allowed] = live.policy.weights([s for s, keep in zip(stats, allowed, strict=True) if keep], self._rng)
+        return weights
 
     # -- targeting models --------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -65,10 +65,12 @@ from policies.stats.frequentist import (
     welch_test,
 )
 from policies.stats.planning import (
+    GuardrailDesign,
     MetricType,
     SampleSizePlan,
     absolute_mde,
     plan_binary_sample_size,
+    plan_decision_sample_size,
     plan_mean_sample_size,
 )
 from policies.stats.sequential import always_valid_interval, msprt_test
@@ -117,6 +119,9 @@ class AnalysisConfig:
     prior_beta: float = 1.0
     baseline: float | None = None
     """Planning baseline (rate or mean); None plans from the control's observed value."""
+    guardrails: tuple[GuardrailDesign, ...] = ()
+    """Guardrails the ship decision needs shown non-inferior: the plan covers them too
+    (`planning.plan_decision_sample_size`, each test at power 1 - beta / (G + 1))."""
     draws: int = DEFAULT_DRAWS
 
     def __post_init__(self) -> None:
@@ -238,6 +243,12 @@ def _plan(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig)
     options = dict(relative=config.mde_relative, alpha=config.alpha, power=config.power, arms=arms,
                    correction=config.correction)
     try:
+        if config.guardrails:
+            std = None if isinstance(control, BinaryStats) else math.sqrt(control.variance or 0.0)
+            decision = plan_decision_sample_size(baseline, config.mde, std=std, guardrails=config.guardrails,
+                                                 **options)  # type: ignore[arg-type]
+            return replace(decision.primary, power=decision.power, n_per_arm=decision.n_per_arm,
+                           total=decision.total)
         if isinstance(control, BinaryStats):
             return plan_binary_sample_size(baseline, config.mde, **options)  # type: ignore[arg-type]
         return plan_mean_sample_size(baseline, math.sqrt(control.variance or 0.0), config.mde,

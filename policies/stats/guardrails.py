@@ -280,3 +280,26 @@ def _winner(primary: Verdict, arm: str, own: Sequence[GuardrailResult], others: 
         return Verdict("winner", arm, primary.reason + held + also)
     return Verdict("winner", arm, f"{arm!r} is the best variant that beats the control with every guardrail "
                                   f"held{held}{also}")
+
+
+def bandit_guardrail_verdict(primary: Verdict, guardrails: Sequence[GuardrailResult]) -> Verdict:
+    """A bandit's call with guardrails, from always-valid results (`sequential=True`), so the
+    bandit's repeated looks stay safe.
+
+    The best arm wins only with every guardrail of it shown non-inferior (the control, the
+    reference, has none to show). A failed guardrail of the best arm gives `guardrail_failed`;
+    an open one keeps the bandit running. Other arms' failed guardrails do not stop the bandit:
+    the engine takes those arms out of traffic, and the reason lists them.
+    """
+    failed = [g for g in guardrails if g.failed]
+    note = f"; taken out of traffic: {_names(failed)}" if failed else ""
+    if primary.status != "winner":
+        return Verdict(primary.status, primary.winner, primary.reason + note)
+    own = [g for g in guardrails if g.arm == primary.winner]
+    if any(g.failed for g in own):
+        return Verdict("guardrail_failed", None, _names(failed))
+    open_ = [g for g in own if not g.non_inferior]
+    if open_:
+        return Verdict("keep_running", None, f"{primary.winner!r} is the best arm, but not every guardrail is "
+                                             f"shown non-inferior yet: {_names(open_)}{note}")
+    return _winner(primary, primary.winner or "", own, failed)
