@@ -78,10 +78,12 @@ def test_valid_file_gives_frozen_spec() -> None:
 
 def test_shipped_experiments_validate() -> None:
     specs = load_specs([REPO / "experiments"])
-    kinds = {(s.kind.value, s.policy.name, s.metric.type.value) for s in specs}
+    kinds = {(s.kind.value, s.policy.name, s.primary.type.value) for s in specs}
     assert ("bandit", "thompson", "binary") in kinds
-    assert ("bandit", "epsilon_greedy", "binary") in kinds
+    assert ("bandit", "epsilon_greedy", "revenue") in kinds
     assert ("ab_test", "fixed", "revenue") in kinds
+    roles = {m.role.value for s in specs for m in s.measures}
+    assert roles == {"primary", "guardrail"} and any(a.cost for s in specs for a in s.arms)
     assert any(s.kind.value == "ab_test" and len(s.arms) == 3 for s in specs)
 
 
