@@ -38,6 +38,7 @@ names, which SQLite's unnamed constraints get when the batch reflects the table)
 from __future__ import annotations
 
 import io
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ HEAD = REVISIONS[-1]
 NAMING_CONVENTION = {"pk": "%(table_name)s_pkey"}
 # One PostgreSQL advisory lock per database for every crosspromo migrating it.
 _LOCK_KEY = zlib.crc32(b"crosspromo schema migration")
+# Alembic's `context` and `op` are module-wide proxies: one Alembic command at a time per process.
+_ALEMBIC = threading.Lock()
 
 Status = Literal["current", "behind", "empty", "unversioned", "newer"]
 STATUS_TEXT: dict[str, str] = {
@@ -147,12 +150,13 @@ def upgrade(sa: SAEngine, url: str) -> Upgrade:
         from alembic import command
 
         config = alembic_config(conn)
-        if state.status == "empty":
-            SQLModel.metadata.create_all(conn)
-            command.stamp(config, "head")
-            return Upgrade(state, "created", [])
-        command.upgrade(config, "head")
-        return Upgrade(state, "upgraded", state.pending)
+        with _ALEMBIC:
+            if state.status == "empty":
+                SQLModel.metadata.create_all(conn)
+                command.stamp(config, "head")
+                return Upgrade(state, "created", [])
+            command.upgrade(config, "head")
+            return Upgrade(state, "upgraded", state.pending)
 
 
 def upgrade_sql(sa: SAEngine, url: str) -> str:
@@ -173,7 +177,8 @@ def upgrade_sql(sa: SAEngine, url: str) -> str:
     buffer = io.StringIO()
     config = alembic_config(output_buffer=buffer)
     config.attributes["url"] = sa.url
-    command.upgrade(config, f"{state.revision}:head" if state.revision else "head", sql=True)
+    with _ALEMBIC:
+        command.upgrade(config, f"{state.revision}:head" if state.revision else "head", sql=True)
     return buffer.getvalue()
 
 
@@ -190,6 +195,7 @@ def alembic_config(connection: Connection | None = None, output_buffer: io.Strin
 
     config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(HERE))
+    config.set_main_option("revision_environment", "true")  # env.py numbers every new revision
     config.attributes["connection"] = connection
     return config
 
