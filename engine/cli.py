@@ -518,7 +518,8 @@ def db_current(
 @db_app.command("upgrade")
 def db_upgrade(
     fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL of the upgrade instead of running it.")] = False,
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL of the upgrade instead of running it "
+                                                    "(PostgreSQL).")] = False,
     db: DbOption = None,
 ) -> None:
     """Bring the store to this crosspromo's schema revision (head), as opening it does, under
@@ -529,6 +530,10 @@ def db_upgrade(
     url = remember_store(db or settings().database_url)
     sa = create_engine(url, existing=sql)  # printing the SQL makes no store
     try:
+        if sql and sa.dialect.name != "postgresql":
+            fail("--sql: prints the upgrade of a PostgreSQL store; SQLite changes a table by rebuilding it from "
+                 "the live file", "run 'crosspromo db upgrade' without --sql (copy the file first to keep a backup)",
+                 EXIT_INVALID)
         if sql:
             out.print((upgrade_sql(sa, url) or "-- the store is at head: nothing to run").rstrip("\n"), markup=False)
             return

@@ -16,23 +16,32 @@ PostgreSQL, the writers' lock and `BEGIN IMMEDIATE` on SQLite. Replicas that ope
 once migrate it once; the others wait and find it at head. On PostgreSQL the DDL runs in the
 lock's transaction, so a failed upgrade leaves the store as it was.
 
-Adding a revision (a table or column in `engine/tables.py`):
+Adding a revision (a table, column or key in `engine/tables.py`), from the repository's root
+(pyproject.toml's `[tool.alembic]` finds this directory):
 
 1. change `engine/tables.py`;
-2. `crosspromo db upgrade --db sqlite:////tmp/head.db` (a scratch store at the current head);
-3. `alembic -x db=sqlite:////tmp/head.db revision --autogenerate -m "per-unit metrics"` (from
-   the repository's root: pyproject.toml's `[tool.alembic]`). It writes
-   `engine/migrations/versions/0002_per_unit_metrics.py`, numbered after the head, with
+2. `alembic -x db=sqlite:////tmp/head.db upgrade head`: a scratch store built by replaying the
+   revisions (not `crosspromo db upgrade`, which would create it from the edited tables);
+3. `alembic -x db=sqlite:////tmp/head.db revision --autogenerate -m "per-unit metrics"` writes
+   `versions/0002_per_unit_metrics.py`, numbered after the head by env.py, its operations in
    `batch_alter_table` blocks (SQLite rebuilds a table to change it; PostgreSQL alters in place);
-4. read it: give a new NOT NULL column a `server_default` (existing rows need a value), check
-   `downgrade()`; then `pytest tests/engine/test_migrations.py` (it fails while
-   `engine/tables.py` and the revisions disagree).
+4. read it: a new NOT NULL column needs a `server_default` (existing rows get it); autogenerate
+   does not see primary keys, so write a key change by hand (below); check `downgrade()`;
+5. `pytest tests/engine/test_migrations.py` (set CROSSPROMO_TEST_POSTGRES_URL to run it on
+   PostgreSQL too): it fails while the revisions do not build exactly `engine/tables.py`, and it
+   upgrades stores of earlier releases (their frozen DDL, tests/engine/migrations_legacy/).
 
-A revision that changes a primary key names it by `NAMING_CONVENTION` (PostgreSQL's default
-names, which SQLite's unnamed constraints get when the batch reflects the table):
-`with op.batch_alter_table("arm_stats", naming_convention=NAMING_CONVENTION) as batch:`
-`batch.drop_constraint("arm_stats_pkey", type_="primary")` then
-`batch.create_primary_key("arm_stats_pkey", [...])`.
+When a release ships, freeze its schema for those tests:
+`python -m tests.engine.migrations_legacy.freeze COMMIT NAME`, and add NAME to their RELEASES.
+
+A primary key is named by `NAMING_CONVENTION` (PostgreSQL's default names, which the batch also
+gives SQLite's unnamed keys when it reflects a table):
+
+    from engine.migrations import NAMING_CONVENTION
+
+    with op.batch_alter_table("arm_stats", naming_convention=NAMING_CONVENTION) as batch:
+        batch.drop_constraint("arm_stats_pkey", type_="primary")
+        batch.create_primary_key("arm_stats_pkey", ["experiment", "phase", "arm", "metric"])
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -56,6 +66,7 @@ from engine.redact import redact_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).parent
 VERSION_TABLE = "alembic_version"
@@ -148,21 +159,22 @@ def upgrade(sa: SAEngine, url: str) -> Upgrade:
         if state.status == "newer":
             raise newer_store_error(state, url)
         from alembic import command
+        from alembic.runtime.migration import MigrationContext
 
-        config = alembic_config(conn)
         with _ALEMBIC:
             if state.status == "empty":
                 SQLModel.metadata.create_all(conn)
-                command.stamp(config, "head")
+                MigrationContext.configure(conn).stamp(_scripts(), "head")  # env.py need not run for this
                 return Upgrade(state, "created", [])
-            command.upgrade(config, "head")
+            command.upgrade(alembic_config(conn), "head")
             return Upgrade(state, "upgraded", state.pending)
 
 
 def upgrade_sql(sa: SAEngine, url: str) -> str:
-    """The SQL an upgrade of the store would run, for a DBA to read or run (Alembic's offline
-    mode), from the store's revision to head. A store of a release before the migrations is
-    adopted by reading its tables, which offline SQL cannot do: upgrade it online."""
+    """The SQL an upgrade of the PostgreSQL store would run, for a DBA to read or run (Alembic's
+    offline mode), from the store's revision to head. A store of a release before the
+    migrations is adopted by reading its tables, which offline SQL cannot do (nor can SQLite's
+    rebuild of a table): upgrade those online."""
     with read(sa) as conn:
         state = read_state(conn)
     if state.status == "newer":
@@ -198,6 +210,13 @@ def alembic_config(connection: Connection | None = None, output_buffer: io.Strin
     config.set_main_option("revision_environment", "true")  # env.py numbers every new revision
     config.attributes["connection"] = connection
     return config
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
 
 
 @contextmanager

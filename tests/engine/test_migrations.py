@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 import engine.migrations as migrations
 from engine.api import Engine
-from engine.cli import app
+from engine.cli import EXIT_STORE, app
 from engine.db import StoreError, create_engine, write
 from engine.migrations import HEAD, NAMING_CONVENTION, REVISIONS, alembic_config, bring_to_head
 from engine.redact import redact_url
@@ -111,7 +111,7 @@ def build_legacy_store(url: str, release: str, source: Source, ddl: list[str] | 
             for statement in ddl or _ddl(release, _dialect(url)):
                 conn.exec_driver_sql(statement)
             old = sa.MetaData()
-            old.reflect(conn)
+            old.reflect(conn, only=lambda name, _: name in source.rows)
             for name, table in old.tables.items():
                 rows = [{c.name: row[c.name] for c in table.columns} for row in source.rows[name]]
                 if rows:
@@ -131,11 +131,16 @@ def legacy_columns(release: str, dialect: str) -> dict[str, set[str]]:
 
 
 def drift(url: str, metadata: sa.MetaData = SQLModel.metadata) -> list[Any]:
-    """Alembic's differences between the store's schema and `metadata` (empty: none)."""
+    """The differences between the store's schema and `metadata` (empty: none): Alembic's, and
+    primary keys, which Alembic's comparison leaves out."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), metadata)
+            found = sa.inspect(conn)
+            keys = [("primary_key", t.name, stored, declared) for t in metadata.sorted_tables if found.has_table(t.name)
+                    and (stored := found.get_pk_constraint(t.name)["constrained_columns"])
+                    != (declared := [c.name for c in t.primary_key.columns])]
+            return compare_metadata(MigrationContext.configure(conn), metadata) + keys
     finally:
         engine.dispose()
 
@@ -229,14 +234,19 @@ def test_the_revisions_build_exactly_the_tables_of_engine_tables(db_url: str) ->
 
 
 def test_drift_is_seen(db_url: str) -> None:
-    """The drift check does fail on a column that engine/tables.py has and the store lacks."""
+    """The drift check does fail on a column or a primary key that engine/tables.py has and the
+    store lacks."""
     Store(db_url).close()
     changed = sa.MetaData()
     for table in SQLModel.metadata.sorted_tables:
         table.to_metadata(changed)
-    changed.tables["decisions"].append_column(sa.Column("new_column", sa.Integer(), nullable=True))
+    changed.tables["decisions"].append_column(sa.Column("probe", sa.Integer(), nullable=True))
+    changed.tables["arm_stats"].append_column(sa.Column("probe", sa.String(64), primary_key=True))
+    keyed = [c.name for c in changed.tables["arm_stats"].primary_key.columns]
     diffs = drift(db_url, changed)
-    assert [(d[0], d[2], d[3].name) for d in diffs] == [("add_column", "decisions", "new_column")]
+    assert sorted((d[0], d[2], d[3].name) for d in diffs if d[0] == "add_column") == \
+           [("add_column", "arm_stats", "probe"), ("add_column", "decisions", "probe")]
+    assert [d for d in diffs if d[0] == "primary_key"] == [("primary_key", "arm_stats", keyed[:-1], keyed)]
 
 
 def test_a_fresh_store_is_created_at_head_without_replaying_the_revisions(
@@ -270,24 +280,26 @@ def test_a_store_of_a_newer_crosspromo_is_refused_with_a_hint(db_url: str) -> No
 
 
 def test_a_revision_can_change_a_primary_key_in_batch_mode(db_url: str, source: Source) -> None:
-    """What a later revision may do (arm_stats keyed by metric too): rebuilt on SQLite, altered on
-    PostgreSQL, on a store adopted from an earlier release (SQLite: an unnamed key) — rows kept."""
+    """What a later revision may do (arm_stats keyed by one more column): rebuilt on SQLite,
+    altered on PostgreSQL, on a store adopted from an earlier release (SQLite: an unnamed key),
+    rows kept."""
     build_legacy_store(db_url, "release_2b94a04", source)
     Store(db_url).close()
     engine = create_engine(db_url)
     with write(engine) as conn:
         op = Operations(MigrationContext.configure(conn))
+        keyed = [c.name for c in SQLModel.metadata.tables["arm_stats"].primary_key.columns] + ["probe"]
         with op.batch_alter_table("arm_stats", naming_convention=NAMING_CONVENTION) as batch:
-            batch.add_column(sa.Column("metric", sa.String(64), nullable=False, server_default="primary"))
+            batch.add_column(sa.Column("probe", sa.String(64), nullable=False, server_default="primary"))
             batch.drop_constraint("arm_stats_pkey", type_="primary")
-            batch.create_primary_key("arm_stats_pkey", ["experiment", "phase", "arm", "metric"])
+            batch.create_primary_key("arm_stats_pkey", keyed)
     with engine.connect() as conn:
         key = sa.inspect(conn).get_pk_constraint("arm_stats")["constrained_columns"]
-        rows = conn.execute(sa.text("SELECT arm, exposures, metric FROM arm_stats ORDER BY experiment, arm")).all()
+        rows = conn.execute(sa.text("SELECT arm, exposures, probe FROM arm_stats ORDER BY experiment, arm")).all()
     engine.dispose()
-    assert key == ["experiment", "phase", "arm", "metric"]
+    assert key == keyed
     assert [(r.arm, r.exposures) for r in rows] == [(r["arm"], r["exposures"]) for r in source.rows["arm_stats"]]
-    assert {r.metric for r in rows} == {"primary"}
+    assert {r.probe for r in rows} == {"primary"}
 
 
 # -- concurrency ---------------------------------------------------------------------------------
@@ -413,23 +425,30 @@ def test_db_commands_show_the_url_without_its_password(db_url: str) -> None:
     assert "s3cret-pw" not in result.output and ":***@" in json.loads(result.stdout)["store"]
 
 
+@pytest.mark.postgres
 def test_db_upgrade_sql_is_the_script_of_an_upgrade(db_url: str) -> None:
     """--sql prints the upgrade of an empty store; running that script gives the head schema."""
-    if _dialect(db_url) == "sqlite":
-        Path(sa.make_url(db_url).database).touch()
+    if _dialect(db_url) != "postgresql":
+        pytest.skip("--sql is for PostgreSQL (tests/hostile: SQLite refused)")
     result = _cli("db", "upgrade", "--sql", "--db", db_url)
     assert result.exit_code == 0, result.output
     assert stored_revision(db_url) is None, "--sql runs nothing"
     engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        raw = conn.connection.dbapi_connection
-        if _dialect(db_url) == "sqlite":
-            raw.executescript(result.stdout)
-        else:
-            with raw.cursor() as cur:
-                cur.execute(result.stdout.replace("BEGIN;", "").replace("COMMIT;", ""))
+    with engine.begin() as conn, conn.connection.dbapi_connection.cursor() as cur:
+        cur.execute(result.stdout.replace("BEGIN;", "").replace("COMMIT;", ""))
     engine.dispose()
     assert stored_revision(db_url) == HEAD
     assert drift(db_url) == []
     at_head = _cli("db", "upgrade", "--sql", "--db", db_url)
     assert at_head.stdout.strip() == "-- the store is at head: nothing to run"
+
+
+@pytest.mark.postgres
+def test_db_upgrade_sql_refuses_a_store_of_a_release_before_migrations(db_url: str, source: Source) -> None:
+    if _dialect(db_url) != "postgresql":
+        pytest.skip("--sql is for PostgreSQL")
+    build_legacy_store(db_url, "release_2b94a04", source)
+    result = _cli("db", "upgrade", "--sql", "--db", db_url)
+    assert result.exit_code == EXIT_STORE
+    assert "predates schema migrations" in result.output and "without --sql" in result.output
+    assert stored_revision(db_url) is None

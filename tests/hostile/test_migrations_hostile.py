@@ -1,9 +1,10 @@
 """Hostile stores for the schema migrations: a store of a newer crosspromo, a store that is not
-there, an old store that cannot be written or printed as SQL, a server that is not there.
+there, an old store that cannot be written, SQL asked of a SQLite store, a server that is not
+there.
 
-Each row runs a command as a user would and asserts exit code 4, one `error:` line naming the
-store and the fault, a hint, no traceback and no password; a store that could not be upgraded
-is left as it was.
+Each row runs a command as a user would and asserts exit code 4 (2 for an option that does not
+apply to the store), one `error:` line naming the store or option and the fault, a hint, no
+traceback and no password; a store that could not be upgraded is left as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import EXIT_STORE, app
+from engine.cli import EXIT_INVALID, EXIT_STORE, app
 from engine.store import Store
 from tests.hostile.conftest import assert_names, assert_no_traceback
 
@@ -45,19 +46,17 @@ def _read_only_legacy(root: Path) -> str:
     return f"sqlite:///file:{_legacy(root)}?mode=ro&uri=true"
 
 
-# (id, store URL builder, command, names in the message, names in the hint)
+# (id, store URL builder, command, names in the message, names in the hint); exit 4 unless named
 CASES: list[tuple[str, Callable[[Path], str], list[str], list[str], list[str]]] = [
     ("newer-store-on-winners", _newer, ["winners"], ["newer.db", "schema revision 9999", "newer than this"],
      ["upgrade crosspromo"]),
     ("newer-store-on-db-upgrade", _newer, ["db", "upgrade"], ["schema revision 9999"], ["upgrade crosspromo"]),
-    ("newer-store-on-db-upgrade-sql", _newer, ["db", "upgrade", "--sql"], ["schema revision 9999"],
-     ["upgrade crosspromo"]),
     ("no-store-on-db-current", lambda r: f"sqlite:///{r / 'typo.db'}", ["db", "current"],
      ["there is no store", "typo.db"], ["db upgrade"]),
     ("no-store-on-db-upgrade-sql", lambda r: f"sqlite:///{r / 'typo.db'}", ["db", "upgrade", "--sql"],
      ["there is no store"], ["db upgrade"]),
-    ("store-before-migrations-on-db-upgrade-sql", lambda r: f"sqlite:///{_legacy(r)}", ["db", "upgrade", "--sql"],
-     ["legacy.db", "predates schema migrations"], ["without --sql"]),
+    ("db-upgrade-sql-on-sqlite", lambda r: f"sqlite:///{_legacy(r)}", ["db", "upgrade", "--sql"],
+     ["--sql", "PostgreSQL"], ["without --sql"]),
     ("read-only-store-before-migrations", _read_only_legacy, ["winners"], ["read-only", "legacy.db"], ["writable"]),
     ("read-only-store-before-migrations-on-db-upgrade", _read_only_legacy, ["db", "upgrade"], ["read-only"],
      ["writable"]),
@@ -75,7 +74,7 @@ def test_schema_faults_are_one_clean_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("CROSSPROMO_DATABASE_URL", raising=False)
     monkeypatch.setenv("CROSSPROMO_LOG_FILE", str(tmp_path / "crosspromo.log"))
     result = runner.invoke(app, [*command, "--db", url(tmp_path)])
-    assert result.exit_code == EXIT_STORE, result.output
+    assert result.exit_code == (EXIT_INVALID if "--sql" in names else EXIT_STORE), result.output
     assert result.output.startswith("error: "), result.output
     error, _, hint_text = result.output.partition("hint: ")
     assert_names(error, *names)
