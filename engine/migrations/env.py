@@ -17,7 +17,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import MigrationScript
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
+from sqlalchemy import URL, create_engine, pool
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
@@ -26,12 +26,12 @@ import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 config = context.config
 
 
-def _url() -> str:
+def _url() -> str | URL:
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("db") \
         or os.environ.get("CROSSPROMO_DATABASE_URL")
     if not url:
         raise SystemExit("alembic: name the store with -x db=URL (or set CROSSPROMO_DATABASE_URL)")
-    return str(url)
+    return url
 
 
 def _render_item(kind: str, obj: Any, autogen: AutogenContext) -> str | bool:
