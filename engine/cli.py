@@ -509,6 +509,76 @@ def export_log_command(
     err.print(f"wrote {written:,} decisions to {out_path}", markup=False)
 
 
+db_app = typer.Typer(help="The store's schema revision, and its upgrade to this crosspromo's (Alembic).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("current")
+def db_current(
+    fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,
+    db: DbOption = None,
+) -> None:
+    """The store's schema revision, this crosspromo's head and what an upgrade would apply.
+    Changes nothing (other commands upgrade the store they open)."""
+    from engine.db import create_engine, read
+    from engine.migrations import HEAD, STATUS_TEXT, read_state
+
+    url = remember_store(db or settings().database_url)
+    sa = create_engine(url, existing=True)
+    try:
+        with read(sa) as conn:
+            state = read_state(conn)
+    finally:
+        sa.dispose()
+    data = {"store": redact_url(url), "revision": state.revision, "head": HEAD, "status": state.status,
+            "pending": state.pending}
+    if fmt is DecideFormat.JSON:
+        print_json(data)
+        return
+    out.print(f"store     {data['store']}\nrevision  {state.revision or 'none'}\nhead      {HEAD}\n"
+              f"status    {state.status}: {STATUS_TEXT[state.status]}", markup=False)
+    if state.pending:
+        out.print(f"pending   {', '.join(state.pending)}", markup=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL of the upgrade instead of running it "
+                                                    "(PostgreSQL).")] = False,
+    db: DbOption = None,
+) -> None:
+    """Bring the store to this crosspromo's schema revision (head), as opening it does, under
+    the store's migration lock: replicas starting at once wait for one upgrade."""
+    from engine.db import create_engine
+    from engine.migrations import bring_to_head, upgrade_sql
+
+    url = remember_store(db or settings().database_url)
+    sa = create_engine(url, existing=sql)  # printing the SQL makes no store
+    try:
+        if sql and sa.dialect.name != "postgresql":
+            fail("--sql: prints the upgrade of a PostgreSQL store; SQLite changes a table by rebuilding it from "
+                 "the live file", "run 'crosspromo db upgrade' without --sql (copy the file first to keep a backup)",
+                 EXIT_INVALID)
+        if sql:
+            out.print((upgrade_sql(sa, url) or "-- the store is at head: nothing to run").rstrip("\n"), markup=False)
+            return
+        done = bring_to_head(sa, url)
+    finally:
+        sa.dispose()
+    data = {"store": redact_url(url), "before": done.before.revision, "before_status": done.before.status,
+            "action": done.action, "applied": done.applied, "revision": done.head}
+    if fmt is DecideFormat.JSON:
+        print_json(data)
+        return
+    said = {"none": f"already at {done.head} (head): nothing to do",
+            "created": f"created at {done.head} (head)",
+            "upgraded": f"upgraded from {done.before.revision or 'a release before migrations'} to {done.head}"
+                        f" (applied {', '.join(done.applied)})"}
+    out.print(f"{data['store']}: {said[done.action]}", markup=False)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: configs/engine.yaml].",

@@ -31,9 +31,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.type_api import TypeEngine
-from sqlmodel import SQLModel
 
-import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from engine.redact import redact_text, redact_url
 
 BUSY_TIMEOUT_ENV = "CROSSPROMO_STORE_BUSY_TIMEOUT"
@@ -167,8 +165,9 @@ class SqliteWriteLock:
         self._threads.release()
 
 
-def create_engine(url: str) -> SAEngine:
-    """A SQLAlchemy engine for `url`, with the tables created if missing."""
+def create_engine(url: str, *, existing: bool = False) -> SAEngine:
+    """A SQLAlchemy engine for `url`, connected once; with `existing`, a SQLite file that is not
+    there is an error instead of a new store. The schema is `engine.migrations`'s business."""
     shown = redact_url(url)
     timeout = busy_timeout()
     try:
@@ -176,7 +175,7 @@ def create_engine(url: str) -> SAEngine:
         backend = parsed.get_backend_name()
         database = _sqlite_file(parsed.database) if backend == "sqlite" else None
         if database is not None:
-            _check_sqlite_path(database, shown)
+            _check_sqlite_path(database, shown, existing)
         sa = (sa_create_engine(url, hide_parameters=True,
                                connect_args={"check_same_thread": False, "timeout": timeout})
               if backend == "sqlite" else
@@ -195,7 +194,8 @@ def create_engine(url: str) -> SAEngine:
             raise StoreError(f"cannot open the store {shown}: {exc.strerror} ({exc.filename})",
                              "the store's directory must be writable (SQLite keeps a lock file beside it)") from None
     try:
-        SQLModel.metadata.create_all(sa)
+        with sa.connect():  # the first connection: SQLite creates the file, a server says it is there
+            pass
     except Exception as exc:
         raise store_error(exc, url) or StoreError(
             f"cannot open the store {shown}: {first_line(exc)}",
@@ -253,7 +253,7 @@ def _sqlite_file(database: str | None) -> str | None:
     return database
 
 
-def _check_sqlite_path(database: str, shown: str) -> None:
+def _check_sqlite_path(database: str, shown: str, existing: bool) -> None:
     """A SQLite file path whose directory is missing, or that names a directory, is the user's
     mistake, not an invalid URL: say which."""
     path = Path(database)
@@ -262,6 +262,8 @@ def _check_sqlite_path(database: str, shown: str) -> None:
     if not path.parent.is_dir():
         raise StoreError(f"cannot open the store {shown}: directory {path.parent} does not exist",
                          "create the directory first, or point --db at a file in an existing one")
+    if existing and not path.exists():
+        raise StoreError(f"there is no store at {shown}", "check --db; 'crosspromo db upgrade' creates a store")
 
 
 def _tune_sqlite(sa: SAEngine, timeout: float) -> None:

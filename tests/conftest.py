@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
 import engine.tables  # noqa: F401  (registers the tables to drop)
@@ -16,9 +16,12 @@ POSTGRES_URL = os.environ.get("CROSSPROMO_TEST_POSTGRES_URL")
 
 
 def _fresh_postgres(url: str) -> str:
+    """`url` emptied: crosspromo's tables and the schema version dropped."""
     sa = create_engine(url)
     try:
         SQLModel.metadata.drop_all(sa)
+        with sa.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     finally:
         sa.dispose()
     return url

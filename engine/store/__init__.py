@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Row, func, inspect, select, text
+from sqlalchemy import Connection, Row, func, select
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError
 
 from engine.db import check_sqlite_file, create_engine, read, write
 from engine.events import Event
+from engine.migrations import bring_to_head
 from engine.spec import ExperimentSpec
 from engine.store.aggregates import ArmAggregate, Tally, read_aggregates, read_tally
 from engine.store.decisions import Exposure, claim_assignment, history_query, insert_exposures, log_query, recent_sums
@@ -53,7 +54,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sa: SAEngine = create_engine(url)
-        _add_missing_columns(self.sa)
+        bring_to_head(self.sa, url)
 
     def close(self) -> None:
         self.sa.dispose()
@@ -191,19 +192,3 @@ class Store:
                 t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for t in (EXPERIMENTS, DECISIONS, EVENTS, QUARANTINE)
             }
-
-
-def _add_missing_columns(sa: SAEngine) -> None:
-    """Add columns introduced after a store was created (portable `ALTER TABLE ... ADD COLUMN`)."""
-    def present() -> bool:
-        return "context_json" in {c["name"] for c in inspect(sa).get_columns(DECISIONS.name)}
-
-    if present():
-        return
-    try:
-        with write(sa) as conn:
-            conn.execute(text(f"ALTER TABLE {DECISIONS.name} ADD COLUMN context_json TEXT"))
-    except Exception:
-        if not present():  # another process may have added it first
-            raise
-
