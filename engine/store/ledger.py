@@ -337,3 +337,47 @@ def count_values(spec: ExperimentSpec, start: datetime,
         v.converted = True
         v.value = v.value + (value or 0.0) if metric.revenue else 1.0
     return out
+
+
+def rebuild(conn: Connection, spec: ExperimentSpec, phase: int) -> None:
+    """Recount every unit of one phase from the raw rows, replacing its per-unit state and sums
+    (a store upgraded from a release without per-unit accounting). Conversions must carry
+    their unit and phase (`events.unit`, `events.phase`)."""
+    key = spec.key
+    for table in (UNITS, UNIT_VALUES, UNIT_STATS, METRIC_STATS):
+        conn.execute(delete(table).where(table.c.experiment == key, table.c.phase == phase))
+    ledger = Ledger(conn)
+    d, e = DECISIONS.c, EVENTS.c
+    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value)
+                             .where(d.experiment == key, d.phase == phase).order_by(d.unit, d.ts, d.decision_id))
+    if not per_user(spec):
+        # Each decision is a unit; its primary outcome is the one intake attributed to it.
+        primary = spec.primary.name
+        values = []
+        for decision_id, _, arm, _, converted, value in decisions:
+            ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1)
+            if converted:
+                values.append((key, phase, primary, decision_id, True, value))
+                ledger.metric_stats.add((key, phase, primary, arm), conversions=1, total=value, total_sq=value * value,
+                                        total_decisions=value if spec.primary.net else 0.0)
+        bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
+    else:
+        events: dict[str, list[tuple[Any, Any, Any]]] = {}
+        for unit, metric, value, ts in conn.execute(select(e.unit, e.metric, e.value, e.ts).where(
+                e.experiment == key, e.phase == phase, e.type == "conversion")):
+            events.setdefault(unit, []).append((metric, value, ts))
+        by_unit: dict[str, list[tuple[str, datetime]]] = {}
+        for _, unit, arm, ts, _, _ in decisions:
+            by_unit.setdefault(unit, []).append((arm, ts))
+        units, values = [], []
+        for unit, rows in by_unit.items():
+            arm, start = rows[0]
+            state = _Unit(arm, start, sum(1 for a, _ in rows if a == arm), any(a != arm for a, _ in rows))
+            counted = count_values(spec, start, events.get(unit, ()))
+            units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms))
+            values += [(key, phase, m, unit, v.converted, v.value) for m, v in counted.items()]
+            ledger._contribute(spec, phase, state, dict(counted), sign=1)
+        bulk_insert(conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms"), units)
+        bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
+    ledger.unit_stats.apply(conn)
+    ledger.metric_stats.apply(conn)
