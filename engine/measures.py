@@ -7,11 +7,12 @@ tested for non-inferiority at `margin` (relative harm) in its `direction`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
 Loc = tuple[str | int, ...]
@@ -42,7 +43,13 @@ class AnalysisUnit(StrEnum):
 
 
 WINDOW_SECONDS = {"h": 3600, "d": 86400}
-Window = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}[hd]$")]
+def _window(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,4}[hd]", value):
+        raise ValueError(f"must be a whole number of hours or days, such as 12h or 7d, got {value!r}")
+    return value
+
+
+Window = Annotated[str, AfterValidator(_window)]
 
 
 class Metric(BaseModel):
@@ -96,6 +103,8 @@ def metric_problems(metric: Metric | None, metrics: Sequence[Metric] | None) -> 
             yield (*at, "margin" if m.margin is None else "direction"), (
                 "a guardrail needs a margin (relative harm it tolerates, e.g. 0.2) and a direction "
                 "(decrease: it should not rise; increase: it should not fall)")
+        if guardrail and m.direction is Direction.INCREASE and m.margin is not None and m.margin >= 1:
+            yield (*at, "margin"), "a metric that must not fall can fall by less than 100%: use a margin below 1"
         if not guardrail:
             for name in ("margin", "direction"):
                 if getattr(m, name) is not None:

@@ -34,6 +34,47 @@ def laughs() -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics(text: str) -> str:
+    return edit("metric: {name: purchase, type: binary}", text)
+
+
+GUARDRAIL = "{name: unsub, role: guardrail, direction: decrease, margin: 0.2}"
+# Metric declarations (line 7 of BAD holds them).
+METRIC_CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
+    ("guardrail without a margin", metrics("metrics: [{name: purchase}, {name: unsub, role: guardrail, direction: "
+                                           "decrease}]"), ("bad.yaml:7:29", "metrics[1].margin", "needs a margin")),
+    ("guardrail without a direction", metrics("metrics: [{name: purchase}, {name: unsub, role: guardrail, margin: "
+                                              "0.2}]"), ("bad.yaml:7:29", "metrics[1].direction")),
+    ("two primary metrics", metrics("metrics: [{name: purchase}, {name: unsub}]"),
+     ("bad.yaml:7:1", "metrics", "exactly one metric must have role: primary, found 2")),
+    ("no primary metric", metrics("metrics: [{name: purchase, role: secondary}]"), ("bad.yaml:7:1", "found 0")),
+    ("metric and metrics", metrics("metric: {name: purchase}\nmetrics: [{name: purchase}]"),
+     ("bad.yaml:8:1", "not both")),
+    ("no metric at all", metrics(""), ("bad.yaml:1:1", "declare `metric:` or `metrics:`")),
+    ("empty metrics list", metrics("metrics: []"), ("bad.yaml:7:1", "metrics", "at least 1 item")),
+    ("duplicate metric name", metrics("metrics: [{name: purchase}, {name: purchase, role: secondary}]"),
+     ("bad.yaml:7:36", "metrics[1].name", "duplicate metric name 'purchase'")),
+    ("window in weeks", metrics("metrics: [{name: purchase, window: 7w}]"),
+     ("bad.yaml:7:36", "metrics[0].window", "hours or days")),
+    ("window of zero days", metrics("metrics: [{name: purchase, window: 0d}]"), ("metrics[0].window", "12h or 7d")),
+    ("net on a binary metric", metrics("metrics: [{name: purchase, net: true}]"),
+     ("bad.yaml:7:33", "metrics[0].net", "revenue metrics only")),
+    ("negative values for a binary metric", metrics("metrics: [{name: purchase, allow_negative: true}]"),
+     ("metrics[0].allow_negative", "revenue metrics only")),
+    ("margin on the primary metric", metrics("metrics: [{name: purchase, margin: 0.1}]"),
+     ("bad.yaml:7:36", "metrics[0].margin", "guardrail metrics only")),
+    ("unknown role", metrics("metrics: [{name: purchase, role: main}]"), ("bad.yaml:7:34", "metrics[0].role")),
+    ("negative margin", metrics(f"metrics: [{{name: purchase}}, {GUARDRAIL.replace('0.2', '-1')}]"),
+     ("metrics[1].margin", "greater than 0")),
+    ("a fall of 100% or more", metrics("metrics: [{name: purchase}, {name: opens, role: guardrail, direction: "
+                                       "increase, margin: 1.5}]"), ("metrics[1].margin", "below 1")),
+    ("unknown analysis unit", edit("analysis: {control: control}", "analysis: {control: control, unit: person}"),
+     ("bad.yaml:12:36", "analysis.unit", "'user' or 'decision'")),
+    ("negative arm cost", edit(ARM0, ARM0[:-1] + ", cost: -1}"),
+     ("bad.yaml:10:97", "arms[0].cost", "greater than or equal to 0")),
+]
+
+
 # (id, content of bad.yaml, places the message must name). Line numbers are those of BAD.
 INVALID: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("wrong type", edit("coverage: 1.0", "coverage: lots"), ("bad.yaml:8:21", "traffic.coverage")),
@@ -179,7 +220,8 @@ def check_refused(d: Path, places: tuple[str, ...]) -> None:
     assert_names(result.output, *places)
 
 
-@pytest.mark.parametrize(("content", "places"), [r[1:] for r in INVALID], ids=[r[0] for r in INVALID])
+@pytest.mark.parametrize(("content", "places"), [r[1:] for r in INVALID + METRIC_CASES],
+                         ids=[r[0] for r in INVALID + METRIC_CASES])
 def test_invalid_files_are_refused_naming_the_place(workdir: Path, content: str | bytes,
                                                     places: tuple[str, ...]) -> None:
     write(workdir, content)
