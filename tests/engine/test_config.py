@@ -63,3 +63,11 @@ def test_every_command_reports_bad_settings_without_a_traceback(tmp_path: Path,
         assert result.exit_code == 2, (args, result.output)
         assert result.output.startswith("error: configs/engine.yaml:4:9: server.port: "), (args, result.output)
         assert "hint:" in result.output and "Traceback" not in result.output
+
+
+def test_channel_costs_are_read_and_checked() -> None:
+    assert parse_config("costs: {sms: 0.05, push: 0}\n").channel_costs == {"sms": 0.05, "push": 0.0}
+    with pytest.raises(ConfigError, match=r"engine.yaml:1:14: costs.sms: Input should be greater than or equal to 0"):
+        parse_config("costs: {sms: -1}\n", "configs/engine.yaml")
+    with pytest.raises(ConfigError, match=r"engine.yaml:1:9: costs.fax: unknown field"):
+        parse_config("costs: {fax: 1}\n", "configs/engine.yaml")
