@@ -9,12 +9,13 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel
 
+from engine.measures import Metric
 from engine.spec import ExperimentSpec, ThompsonPolicy
 from tests.samples import REPO
 
 # Values the reference shows as examples: required fields and settings whose default is "none".
 EXAMPLES = {
-    "key", "name", "owner", "hypothesis", "status", "kind", "policy.name", "metric.name", "eligibility.channels_from",
+    "key", "name", "owner", "hypothesis", "status", "kind", "policy.name", "metrics.name", "eligibility.channels_from",
     "arms.key", "arms.campaign", "arms.partner", "arms.channel", "arms.tags", "arms.weight", "arms.payload",
     "default_arm", "analysis.control", "targeting.recommender", "targeting.segments_from",
 }
@@ -48,6 +49,8 @@ def differences(model: type[BaseModel], data: dict[str, Any], prefix: str = "") 
             found += differences(nested[0], value, path + ".")
         elif name == "arms":
             found += [d for arm in value for d in differences(get_args(field.annotation)[0], arm, "arms.")]
+        elif name == "metrics":
+            found += [d for metric in value for d in differences(Metric, metric, "metrics.")]
         elif path not in EXAMPLES and plain(field.get_default(call_default_factory=True)) != value:
             found.append(f"{path}: shows {value!r}, default {plain(field.get_default())!r}")
     return found
