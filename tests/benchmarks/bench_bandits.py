@@ -37,7 +37,7 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from policies.bandits.registry import Policy  # noqa: E402
 from policies.bandits.thompson import ThompsonSampling  # noqa: E402
 from policies.simulation.bandits import Truth, TruthChange, potential_outcomes, simulate, swap_best_worst  # noqa: E402
 from policies.sufficient import BinaryStats  # noqa: E402
-from tests.benchmarks.harness import Row, print_table, run_measurements, versus, write_report  # noqa: E402
+from tests.benchmarks.harness import Row, run_and_report, versus  # noqa: E402
 
 ARMS = 10
 SETTINGS = {"others 0.40": Truth((0.5,) + (0.4,) * (ARMS - 1)), "others 0.48": Truth((0.5,) + (0.48,) * (ARMS - 1))}
@@ -339,14 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else Config(quick=False, seeds=20, users=100_000, repeats=7)
     )
-    rows, elapsed = run_measurements(MEASUREMENTS, config)
-    print_table(rows)
-    print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    command = "python tests/benchmarks/bench_bandits.py" + (" --quick" if config.quick else "")
-    write_report(args.out, "bandits", command, rows, ("numpy", "scipy", "mabwiser"),
-                 config=asdict(config) | {"update_every": config.update_every}, elapsed_s=round(elapsed, 1))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return run_and_report(MEASUREMENTS, config, name="bandits", script="bench_bandits.py", out=args.out,
+                          packages=("numpy", "scipy", "mabwiser"), update_every=config.update_every)
 
 
 if __name__ == "__main__":

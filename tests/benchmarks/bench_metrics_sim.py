@@ -32,7 +32,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ from policies.simulation.units import RepeatUnits, aa_false_positive_rates  # no
 from policies.stats.guardrails import guardrail_test  # noqa: E402
 from policies.stats.planning import GuardrailDesign, plan_decision_sample_size  # noqa: E402
 from policies.sufficient import BinaryStats  # noqa: E402
-from tests.benchmarks.harness import Row, print_table, run_measurements, write_report  # noqa: E402
+from tests.benchmarks.harness import Row, run_and_report  # noqa: E402
 
 ALPHA = 0.05
 MARGIN = 0.2
@@ -194,14 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench_metrics_sim.json")
     args = parser.parse_args(argv)
     config = (Config(True, 500, 2000, 1000, 100) if args.quick else Config(False, 4000, 5000, 20_000, 1000))
-    rows, elapsed = run_measurements(MEASUREMENTS, config)
-    print_table(rows)
-    print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    command = "python tests/benchmarks/bench_metrics_sim.py" + (" --quick" if config.quick else "")
-    write_report(args.out, "metrics_sim", command, rows, ("numpy", "scipy", "statsmodels"),
-                 config=asdict(config), elapsed_s=round(elapsed, 1))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return run_and_report(MEASUREMENTS, config, name="metrics_sim", script="bench_metrics_sim.py", out=args.out,
+                          packages=("numpy", "scipy", "statsmodels"))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from policies.bandits.thompson import ThompsonSampling  # noqa: E402
 from policies.simulation.population import PopulationModel, SegmentProfile, draw_population  # noqa: E402
 from policies.simulation.targeting import TargetingSetup, simulate_targeting  # noqa: E402
 from policies.targeting.recommender import METHODS, Interactions, RecommenderConfig, fit_recommender  # noqa: E402
-from tests.benchmarks.harness import Row, print_table, run_measurements, write_report  # noqa: E402
+from tests.benchmarks.harness import Row, run_and_report  # noqa: E402
 
 PARTNERS = ("art-training", "art-collection", "music", "education")
 CHANNELS = ("email", "push", "in_app")
@@ -227,14 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = (Config(True, 2, 20_000, 5_000, 2_000, 100_000) if args.quick
               else Config(False, 5, 100_000, 20_000, 10_000, 1_000_000))
-    rows, elapsed = run_measurements(MEASUREMENTS, config)
-    print_table(rows)
-    print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
-    command = "python tests/benchmarks/bench_targeting.py" + (" --quick" if config.quick else "")
-    write_report(args.out, "targeting", command, rows, ("numpy", "scipy", "sqlalchemy"),
-                 config=asdict(config), elapsed_s=round(elapsed, 1))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return run_and_report(MEASUREMENTS, config, name="targeting", script="bench_targeting.py", out=args.out,
+                          packages=("numpy", "scipy", "sqlalchemy"))
 
 
 if __name__ == "__main__":

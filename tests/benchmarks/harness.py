@@ -105,3 +105,16 @@ def run_measurements(measurements: Sequence[Callable[[Any], list[Row]]], config:
         print(f"running {measure.__name__} ...", file=sys.stderr, flush=True)
         rows.extend(measure(config))
     return rows, time.perf_counter() - started
+
+
+def run_and_report(measurements: Sequence[Callable[[Any], list[Row]]], config: Any, *, name: str, script: str,
+                   out: Path, packages: tuple[str, ...], **extra: Any) -> int:
+    """Run every measurement, print the table and write the JSON (the shape every script shares).
+    `config` is a dataclass with a `quick` flag, written with the figures."""
+    rows, elapsed = run_measurements(measurements, config)
+    print_table(rows)
+    print(f"\n{'quick' if config.quick else 'full'} run in {elapsed:.0f} s")
+    command = f"python tests/benchmarks/{script}" + (" --quick" if config.quick else "")
+    write_report(out, name, command, rows, packages, config=asdict(config) | extra, elapsed_s=round(elapsed, 1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
