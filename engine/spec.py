@@ -236,12 +236,31 @@ class Analysis(Model):
     min_sample_per_arm: Annotated[int, Field(ge=1)] = 100
 
 
+# A campaign's description is a paragraph or two of copy, in any language; the classifier
+# (`crosspromo classify`) reads it to tag arms that declare no tags.
+MAX_DESCRIPTION_CHARS = 4000
+
+
+def _description(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    if not value.strip():
+        raise ValueError("must not be blank; leave the field out instead")
+    return value
+
+
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS), AfterValidator(_description)]
+
+
 class Arm(Model):
     key: Slug
     campaign: str
     partner: str
     channel: Channel
     tags: tuple[str, ...] = ()
+    description: Description | None = None
     weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     payload: JsonPayload = Field(default_factory=dict)
 
