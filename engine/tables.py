@@ -117,6 +117,21 @@ class QuarantineRow(SQLModel, table=True):
     ts: datetime
 
 
+class ArmTagRow(SQLModel, table=True):
+    """Tags a classifier predicted for an arm that declares none (`crosspromo classify
+    --write-tags`), from the description whose SHA-256 is `description_sha256`: the content
+    recommender uses them while the arm's description stays that text."""
+
+    __tablename__ = "arm_tags"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    arm: str = Field(primary_key=True, max_length=128)
+    tags_json: str = Field(sa_column=Column(Text, nullable=False))  # [[topic, score], ...], best first
+    description_sha256: str = Field(max_length=64)
+    classifier: str = Field(max_length=128)
+    predicted_at: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -124,3 +139,4 @@ DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
+ARM_TAGS = ArmTagRow.__table__  # type: ignore[attr-defined]
