@@ -180,32 +180,55 @@ def fold_keys(labels: Sequence[Sequence[str]], folds: int) -> list[str]:
     return ["+".join(s) if combos[s] >= folds else "~" + min(s, key=lambda t: (counts[t], t)) for s in sets]
 
 
-def cross_validate(classifier: Classifier, texts: Sequence[str], labels: Sequence[Sequence[str]], folds: int,
-                   rng: np.random.Generator, threshold: float = DEFAULT_THRESHOLD) -> CrossValidation:
-    """Per-topic precision, recall and F1 of `classifier` over `folds` stratified folds (`fold_keys`),
-    computed once on the pooled out-of-fold predictions (more stable on small catalogues than a
-    mean of per-fold F1; Forman & Scholz 2010, "Apples-to-apples in cross-validation studies").
-    Macro-F1 is the unweighted mean over topics; micro-F1 pools every (row, topic) decision."""
+@dataclass(frozen=True, eq=False)
+class OutOfFold:
+    """Each row's true topics and the topics predicted for it by the model of the fold that
+    held it out (rows x topics, boolean)."""
+
+    topics: tuple[str, ...]
+    truth: NDArray[np.bool_]
+    predicted: NDArray[np.bool_]
+    folds: int
+
+
+def out_of_fold(classifier: Classifier, texts: Sequence[str], labels: Sequence[Sequence[str]], folds: int,
+                rng: np.random.Generator, threshold: float = DEFAULT_THRESHOLD) -> OutOfFold:
+    """Predict every row with a model fitted on the other folds (`fold_keys` stratification)."""
     check_training_data(texts, labels)
     if not 2 <= folds <= len(texts):
         raise ValueError(f"folds must be in [2, {len(texts)}] (the number of rows), got {folds}")
     topics = tuple(sorted({t for topics in labels for t in topics}))
+    column = {t: j for j, t in enumerate(topics)}
     truth = MultiLabelBinarizer(classes=topics).fit_transform(labels).astype(bool)
     predicted = np.zeros_like(truth)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
-    keys = fold_keys(labels, folds)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class in y has only")
-        splits = list(splitter.split(np.zeros(len(texts)), keys))
+        splits = list(splitter.split(np.zeros(len(texts)), fold_keys(labels, folds)))
     for train, test in splits:
         model = classifier.fit([texts[i] for i in train], [labels[i] for i in train])
         held = predict_topics(model, [texts[i] for i in test], threshold)
-        column = {t: j for j, t in enumerate(topics)}
         for row, prediction in zip(test, held, strict=True):
             predicted[row, [column[t] for t in prediction.topics]] = True
+    return OutOfFold(topics, truth, predicted, folds)
+
+
+def summarise(result: OutOfFold, rows: NDArray[np.bool_] | None = None) -> CrossValidation:
+    """Per-topic precision, recall and F1 of out-of-fold predictions (of `rows` only, if given),
+    computed once on the pooled predictions (more stable on small catalogues than a mean of
+    per-fold F1; Forman & Scholz 2010, "Apples-to-apples in cross-validation studies").
+    Macro-F1 is the unweighted mean over topics; micro-F1 pools every (row, topic) decision."""
+    keep = slice(None) if rows is None else rows
+    truth, predicted = result.truth[keep], result.predicted[keep]
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, average=None, zero_division=0)
     micro = precision_recall_fscore_support(truth, predicted, average="micro", zero_division=0)[2]
     per_topic = tuple(TopicScore(t, int(s), float(p), float(r), float(f))
-                      for t, p, r, f, s in zip(topics, precision, recall, f1, support, strict=True))
-    return CrossValidation(per_topic, float(np.mean(f1)), float(micro), folds, len(texts),
-                           CV_SCHEME.format(folds=folds))
+                      for t, p, r, f, s in zip(result.topics, precision, recall, f1, support, strict=True))
+    return CrossValidation(per_topic, float(np.mean(f1)), float(micro), result.folds, len(truth),
+                           CV_SCHEME.format(folds=result.folds))
+
+
+def cross_validate(classifier: Classifier, texts: Sequence[str], labels: Sequence[Sequence[str]], folds: int,
+                   rng: np.random.Generator, threshold: float = DEFAULT_THRESHOLD) -> CrossValidation:
+    """Per-topic precision, recall and F1 of `classifier` over `folds` stratified folds."""
+    return summarise(out_of_fold(classifier, texts, labels, folds, rng, threshold))

@@ -15,7 +15,9 @@ from policies.targeting.classifier import (
     TopicModel,
     cross_validate,
     fold_keys,
+    out_of_fold,
     predict_topics,
+    summarise,
 )
 from tests.samples import REPO
 
@@ -103,6 +105,18 @@ def test_macro_f1_is_the_mean_of_the_topics_f1() -> None:
     result = cross_validate(TfidfLinearClassifier(), *toy(), 3, np.random.default_rng(0))
     assert result.macro_f1 == pytest.approx(np.mean([t.f1 for t in result.per_topic]))
     assert result.rows == len(TOY) and result.folds == 3 and "3-fold" in result.scheme
+
+
+def test_a_summary_of_some_rows_counts_those_rows_only() -> None:
+    """F1 of the Chinese rows alone, from the same out-of-fold predictions (how the benchmark
+    reports each language)."""
+    texts, labels = toy()
+    result = out_of_fold(TfidfLinearClassifier(), texts, labels, 3, np.random.default_rng(0))
+    chinese = np.array([any("\u4e00" <= c <= "\u9fff" for c in t) for t in texts])
+    part = summarise(result, chinese)
+    assert part.rows == int(chinese.sum()) == 7
+    assert [t.support for t in part.per_topic] == list(result.truth[chinese].sum(axis=0))
+    assert summarise(result) == cross_validate(TfidfLinearClassifier(), texts, labels, 3, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("folds", [1, len(TOY) + 1])
