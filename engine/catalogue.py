@@ -154,7 +154,7 @@ def _yaml_row(loader: _BoundedLoader, node: yaml.Node) -> Raw:
         if not (isinstance(key, yaml.ScalarNode) and key.tag == STR_TAG):
             return line, None, "keys must be text"
         if key.value in row:
-            return line, None, f"{_short(key.value)}: duplicate key"
+            return line, None, f"{_field(key.value)}: duplicate key"
         try:
             if isinstance(value, yaml.SequenceNode):
                 items = value.value[: MAX_TOPICS_PER_ROW + 1]  # past that the row is refused: read no further
@@ -162,7 +162,7 @@ def _yaml_row(loader: _BoundedLoader, node: yaml.Node) -> Raw:
             else:
                 row[key.value] = _scalar(loader, value)
         except yaml.MarkedYAMLError as exc:  # `2024-13-01` reads as a date, and month 13 fails
-            return line, None, f"{_short(key.value)}: {exc.problem}"
+            return line, None, f"{_field(key.value)}: {exc.problem}"
     return line, row, None
 
 
@@ -181,7 +181,7 @@ def _row(line: int, data: dict[str, Any]) -> CatalogueRow | str:
     """The row, or why it is skipped (the field first)."""
     for name in data:
         if name not in FIELDS:
-            return f"{_short(name)}: unknown field (fields: {', '.join(FIELDS)})"
+            return f"{_field(name)}: unknown field (fields: {', '.join(FIELDS)})"
     text = data.get("text")
     if text is None or text == "":
         return "text: missing or empty"
@@ -194,7 +194,9 @@ def _row(line: int, data: dict[str, Any]) -> CatalogueRow | str:
     if len(text) > MAX_DESCRIPTION_CHARS:
         return f"text: longer than {MAX_DESCRIPTION_CHARS:,} characters"
     topics = _topics(data.get("topics"))
-    return CatalogueRow(line, text, topics) if isinstance(topics, tuple) else f"topics: {topics}"
+    if isinstance(topics, str):  # a reason: about one topic ("[1]: ...") or all of them
+        return f"topics{topics}" if topics.startswith("[") else f"topics: {topics}"
+    return CatalogueRow(line, text, topics)
 
 
 def _topics(value: Any) -> tuple[str, ...] | str:
@@ -226,6 +228,11 @@ def _kind(value: Any) -> str:
         return value.kind
     names = {bool: "a boolean", int: "a number", float: "a number", type(None): "null", list: "a list"}
     return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _field(name: str) -> str:
+    """A field as messages name it: ours bare, any other quoted (it is the file's text)."""
+    return name if name in FIELDS else _short(name)
 
 
 def _short(value: str, limit: int = 40) -> str:

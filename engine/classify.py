@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from engine.catalogue import Catalogue, CatalogueError
+from engine.catalogue import Catalogue, CatalogueError, read_catalogue
 from engine.events import utcnow
 from engine.store import ArmTags, Store
 from engine.store.tags import description_digest
@@ -43,7 +44,7 @@ def check_catalogue(catalogue: Catalogue, folds: int) -> list[str]:
     needed = max(MIN_ROWS, 2 * folds)
     if len(catalogue.rows) < needed:
         raise CatalogueError(f"{catalogue.path}: {len(catalogue.rows)} usable row(s); classify needs at least "
-                             f"{needed} ({MIN_ROWS}, and 2 per fold with --folds {folds})")
+                             f"{needed} (at least {MIN_ROWS}, and 2 per fold of --folds {folds})")
     counts = Counter(t for row in catalogue.rows for t in row.topics)
     if len(counts) < 2:
         raise CatalogueError(f"{catalogue.path}: every usable row has the one topic {next(iter(counts))!r}; "
@@ -91,6 +92,17 @@ def tag_arms(store: Store, model: TopicModel, classifier_name: str,
                    for (key, arm, text), prediction in zip(with_text, predictions, strict=True))
     store.write_arm_tags(tagged)
     return Tagging(tagged, tuple(undescribed))
+
+
+def tag_from_catalogue(store: Store, path: Path) -> str:
+    """Train on the catalogue at `path` (every usable row), tag the arms that need it, and say
+    what was tagged (one line, for a notice): the demo's classification step."""
+    catalogue = read_catalogue(path)
+    check_catalogue(catalogue, DEFAULT_FOLDS)
+    classifier = default_classifier()
+    tagging = tag_arms(store, classifier.fit(catalogue.texts, catalogue.labels), classifier.name)
+    tagged = "; ".join(f"{t.experiment}/{t.arm} -> {render_tags(t.tags)}" for t in tagging.tagged) or "no arm"
+    return f"classified with {path} ({len(catalogue.rows):,} rows): {tagged}"
 
 
 def render_tags(tags: Sequence[tuple[str, float]]) -> str:
