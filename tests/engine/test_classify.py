@@ -189,3 +189,21 @@ def test_classify_write_tags_prints_arm_and_tags_with_scores(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "launch/piano -> music 0." in result.stdout  # type: ignore[attr-defined]
     assert "launch/mystery: declares no tags and no description" in result.stderr  # type: ignore[attr-defined]
+
+
+def test_the_demo_tags_its_new_campaigns_from_their_descriptions(tmp_path: Path) -> None:
+    """`crosspromo demo` trains on configs/catalogue.yaml and tags the arms of
+    creative-courses-launch that declare a description but no tags; its decisions use them."""
+    from engine.demo import run_demo
+
+    notices: list[str] = []
+    run_demo(tmp_path / "demo.db", REPO / "configs" / "demo.yaml", REPO / "experiments", users=200, seed=1,
+             notice=notices.append)
+    store = Store(f"sqlite:///{tmp_path / 'demo.db'}")
+    try:
+        tags = {t.arm: set(t.topics) for t in store.arm_tags("creative-courses-launch")}
+    finally:
+        store.close()
+    assert tags == {"generative-art-push": {"art-training", "programming"},
+                    "live-coding-email": {"music", "programming"}}
+    assert any("creative-courses-launch/generative-art-push -> art-training" in n for n in notices)
