@@ -1,6 +1,7 @@
 """Simulators that let policies and tests be judged against a known truth.
 
 `population` draws users with latent segments and per-arm conversion rates, `bandits`
-runs allocation policies against fixed or drifting arm rates (regret, best-arm share), and
-`targeting` runs targeted against context-free bandits on a drawn population.
+runs allocation policies against fixed or drifting arm rates (regret, best-arm share),
+`targeting` runs targeted against context-free bandits on a drawn population, and `launch`
+runs new campaigns known only by their tags under content targeting or the plain bandit.
 """
