@@ -86,7 +86,7 @@ def read_catalogue(path: Path) -> Catalogue:
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     for line, data, error in raw:
-        row = _row(line, data) if error is None else error
+        row = _row(line, data) if data is not None else error or "unreadable row"
         if isinstance(row, str):
             problems.append((line, row))
         elif row.text.strip() in seen:

@@ -61,7 +61,10 @@ class TopicModel(Protocol):
 class Classifier(Protocol):
     """Anything that learns topic scores from texts and their topic sets."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What it is, for reports and for the stored tags (`arm_tags.classifier`)."""
+        ...
 
     def fit(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> TopicModel: ...
 
@@ -88,7 +91,13 @@ class TfidfLinearClassifier:
     analyzer: Analyzer = "char_wb"
     ngram_range: tuple[int, int] = (1, 3)
     c: float = 10.0
-    name: str = "char_wb 1-3 TF-IDF + logistic one-vs-rest"
+
+    @property
+    def name(self) -> str:
+        if callable(self.analyzer):
+            return f"{getattr(self.analyzer, '__name__', 'custom')} TF-IDF + logistic one-vs-rest"
+        low, high = self.ngram_range
+        return f"{self.analyzer} {low}-{high} TF-IDF + logistic one-vs-rest"
 
     def __post_init__(self) -> None:
         low, high = self.ngram_range

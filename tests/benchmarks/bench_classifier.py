@@ -86,10 +86,10 @@ def jieba_classifier() -> Classifier | None:
         return None
     jieba.setLogLevel(logging.WARNING)
 
-    def words(text: str) -> list[str]:
+    def jieba_words(text: str) -> list[str]:
         return [w for w in jieba.lcut(text.lower()) if w.strip()]
 
-    return TfidfLinearClassifier(analyzer=words, ngram_range=(1, 1), name="jieba words TF-IDF + logistic")
+    return TfidfLinearClassifier(analyzer=jieba_words, ngram_range=(1, 1))
 
 
 def is_chinese(text: str) -> bool:

@@ -78,6 +78,12 @@ def test_bad_training_data_is_a_caller_error(texts: list[str], labels: list[list
         TfidfLinearClassifier().fit(texts, labels)
 
 
+def test_the_name_says_which_tokens_the_model_reads() -> None:
+    assert TfidfLinearClassifier().name == "char_wb 1-3 TF-IDF + logistic one-vs-rest"
+    assert TfidfLinearClassifier("word", (1, 2)).name.startswith("word 1-2 ")
+    assert TfidfLinearClassifier(str.split).name.startswith("split TF-IDF")
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [({"ngram_range": (3, 2)}, "ngram_range"),
                                                  ({"c": float("nan")}, "finite"), ({"c": 0.0}, "> 0")])
 def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
