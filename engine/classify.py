@@ -32,6 +32,7 @@ from policies.targeting.classifier import (
 
 MIN_ROWS = 10
 DEFAULT_FOLDS = 5
+MAX_CLASSIFIER_NAME = 128  # arm_tags.classifier
 
 
 def default_classifier() -> Classifier:
@@ -88,7 +89,8 @@ def tag_arms(store: Store, model: TopicModel, classifier_name: str,
                 with_text.append((key, arm.key, arm.description))
     predictions = predict_topics(model, [text for _, _, text in with_text], threshold) if with_text else []
     now = utcnow()
-    tagged = tuple(ArmTags(key, arm, prediction.tags, description_digest(text), classifier_name, now)
+    name = classifier_name[:MAX_CLASSIFIER_NAME]
+    tagged = tuple(ArmTags(key, arm, prediction.tags, description_digest(text), name, now)
                    for (key, arm, text), prediction in zip(with_text, predictions, strict=True))
     store.write_arm_tags(tagged)
     return Tagging(tagged, tuple(undescribed))

@@ -241,9 +241,7 @@ class Analysis(Model):
 MAX_DESCRIPTION_CHARS = 4000
 
 
-def _description(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _description(value: str) -> str:
     if problem := text_problem(value):
         raise ValueError(problem)
     if not value.strip():
