@@ -444,6 +444,112 @@ def evaluate(
     err.print(f"{result.rows:,} rows evaluated, {result.skipped:,} skipped", markup=False)
 
 
+@app.command(epilog="Exit 0 when the classifier was trained and measured; 1 when the catalogue has too few usable "
+                    "rows or topics (bad rows are reported and skipped first); 2 when FILE is missing.")
+def classify(
+    catalogue: Annotated[Path, typer.Option(
+        "--catalogue", dir_okay=False, help="Labelled catalogue: .csv (columns text, topics; topics separated by ;) "
+                                            "or .yaml (a list of {text, topics}).")],
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-validation folds.")] = 5,
+    seed: Seed = 0,
+    fmt: Annotated[EvaluateFormat, typer.Option("--format")] = EvaluateFormat.TABLE,
+    write_tags: Annotated[bool, typer.Option(
+        "--write-tags", help="Also predict tags for the arms of applied experiments that declare none (from their "
+                             "description) and store them for the content recommender.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Train the campaign classifier on a labelled catalogue; print cross-validated F1 per topic and macro-F1.
+
+    Bad rows are reported as FILE:LINE: reason and skipped, good rows kept. The classifier is
+    character n-gram TF-IDF with one logistic regression per topic: Chinese and English alike,
+    no word segmenter, nothing downloaded."""
+    from contextlib import nullcontext
+
+    from engine.catalogue import read_catalogue
+    from engine.classify import check_catalogue, default_classifier, evaluate_catalogue, tag_arms
+
+    if not catalogue.exists() or catalogue.is_dir():
+        fail(f"--catalogue {catalogue}: is {'a directory' if catalogue.is_dir() else 'not there'}",
+             "name a labelled catalogue: a .csv or .yaml file", code=EXIT_INVALID)
+    data = read_catalogue(catalogue)
+    for line, reason in data.problems:
+        err.print(f"{catalogue}:{line}: {reason}", markup=False)
+    warnings = check_catalogue(data, folds)
+    for warning in warnings:
+        err.print(f"warning: {warning}", markup=False)
+    classifier = default_classifier()
+    with open_engine(db) if write_tags else nullcontext() as engine:  # a bad --db fails before training
+        result = evaluate_catalogue(data, folds, seed, classifier)
+        tagging = tag_arms(engine.store, classifier.fit(data.texts, data.labels), classifier.name) if engine else None
+    err.print(f"{len(data.rows):,} rows used, {len(data.problems):,} skipped; {result.scheme}", markup=False)
+    if fmt is EvaluateFormat.JSON:
+        print_json(_classify_json(data, result, classifier.name, warnings, tagging))
+        return
+    out.print(f"{'topic':24} {'rows':>6} {'precision':>9} {'recall':>7} {'f1':>6}", markup=False)
+    for t in result.per_topic:
+        out.print(f"{t.topic:24} {t.support:>6,} {t.precision:>9.3f} {t.recall:>7.3f} {t.f1:>6.3f}", markup=False)
+    out.print(f"macro-F1 {result.macro_f1:.3f}  (micro-F1 {result.micro_f1:.3f}; {result.folds}-fold, "
+              f"{result.rows:,} rows; {classifier.name})", markup=False)
+    if tagging is not None:
+        _print_tagging(tagging)
+
+
+def _print_tagging(tagging: Any) -> None:
+    from engine.classify import render_tags
+
+    out.print("predicted tags:", markup=False)
+    for t in tagging.tagged:
+        out.print(f"  {t.experiment}/{t.arm} -> {render_tags(t.tags)}", markup=False)
+    if not tagging.tagged:
+        out.print("  (none: every applied arm declares tags or has no description)", markup=False)
+    for key, arm in tagging.undescribed:
+        err.print(f"{key}/{arm}: declares no tags and no description: not tagged", markup=False)
+
+
+def _classify_json(data: Any, result: Any, classifier: str, warnings: list[str], tagging: Any) -> dict[str, Any]:
+    return {
+        "catalogue": data.path, "rows": len(data.rows),
+        "skipped": [{"line": line, "error": reason} for line, reason in data.problems[:KEPT_SKIPPED]],
+        "skipped_count": len(data.problems), "classifier": classifier, "cross_validation": result.scheme,
+        "folds": result.folds, "macro_f1": result.macro_f1, "micro_f1": result.micro_f1,
+        "per_topic": {t.topic: {"support": t.support, "precision": t.precision, "recall": t.recall, "f1": t.f1}
+                      for t in result.per_topic},
+        "warnings": warnings,
+        "tags": None if tagging is None else [
+            {"experiment": t.experiment, "arm": t.arm, "tags": [{"topic": k, "score": s} for k, s in t.tags]}
+            for t in tagging.tagged],
+        "untagged": None if tagging is None else [{"experiment": k, "arm": a} for k, a in tagging.undescribed],
+    }
+
+
+KEPT_SKIPPED = 100  # skipped rows listed in the JSON summary (all are counted, and printed to stderr)
+
+
+@app.command()
+def tags(
+    experiments: ExperimentsArg = None,
+    fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
+    db: DbOption = None,
+) -> None:
+    """Each arm's tags and their source: declared (YAML), predicted (`classify --write-tags`, with
+    scores), stale (predicted from an older description; not used) or none."""
+    from engine.classify import render_tags
+    from engine.tags import tag_views
+
+    with open_engine(db) as engine:
+        keys = experiments or sorted(s.spec.key for s in engine.experiments())
+        stored = engine.store.arm_tags()
+        views = [v for key in keys for v in tag_views(engine.experiment(key).spec, stored)]
+    if fmt is DecideFormat.JSON:
+        print_json([v.to_dict() for v in views])
+        return
+    width = (max((len(v.experiment) for v in views), default=0), max((len(v.arm) for v in views), default=0))
+    for v in views:
+        shown = (render_tags([(t, s) for t, s in v.tags if s is not None]) if v.source in ("predicted", "stale")
+                 else ", ".join(t for t, _ in v.tags)) or "-"
+        out.print(f"{v.experiment:{width[0]}}  {v.arm:{width[1]}}  {v.source:9}  {shown}", markup=False)
+
+
 @app.command()
 def quarantine(
     fmt: Annotated[DecideFormat, typer.Option("--format", help="Output format.")] = DecideFormat.TEXT,

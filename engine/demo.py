@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from engine.api import Engine
+from engine.classify import tag_from_catalogue
 from engine.config import load_config
 from engine.db import sqlite_header
 from engine.measures import MetricType
@@ -161,6 +162,8 @@ def run_demo(db_path: Path, config_path: Path, experiments_dir: Path, *, users: 
     clock = SimulatedClock()
     with Engine(Store(f"sqlite:///{db_path}"), load_config(), np.random.default_rng(seed), clock=clock) as engine:
         engine.apply([experiments_dir])
+        if truth.get("catalogue"):  # tag the arms that declare a description but no tags
+            notice(tag_from_catalogue(engine.store, config_path.parent / str(truth["catalogue"])))
         running = [s.spec for s in engine.experiments() if s.spec.status is Status.RUNNING]
         rates = {}
         for spec in running:

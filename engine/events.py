@@ -272,7 +272,23 @@ def _read_jsonl(lines: Iterable[tuple[int, bytes | None]]) -> Iterator[RawRow]:
         yield RawRow(number, data)
 
 
-def _read_csv(lines: Iterable[tuple[int, bytes | None]]) -> Iterator[RawRow]:
+@dataclass(frozen=True)
+class CsvColumns:
+    """The columns a CSV file may name in its header, and those it must name."""
+
+    allowed: tuple[str, ...]
+    required: tuple[str, ...]
+
+
+EVENT_COLUMNS = CsvColumns(tuple(Event.model_fields), ("event_id", "experiment"))
+
+
+def read_csv(fh: BinaryIO, columns: CsvColumns) -> Iterator[RawRow]:
+    """Rows of a CSV file of other records than events (a catalogue), read as events are."""
+    yield from _read_csv(_lines(fh), columns)
+
+
+def _read_csv(lines: Iterable[tuple[int, bytes | None]], columns: CsvColumns = EVENT_COLUMNS) -> Iterator[RawRow]:
     """CSV rows by header. Bytes that are not UTF-8 are kept as surrogates while the row is
     split, so that such a row is refused alone; a spreadsheet's BOM, CRLF and empty rows are fine."""
     too_long: set[int] = set()
@@ -288,7 +304,7 @@ def _read_csv(lines: Iterable[tuple[int, bytes | None]]) -> Iterator[RawRow]:
     rows = _csv_rows(csv.reader(text()))
     for start, row in rows:
         if isinstance(row, list) and _filled(row):
-            columns = _columns(start, row)
+            names = _columns(start, row, columns)
             break
         if isinstance(row, str):
             yield RawRow(start, None, row)
@@ -300,7 +316,7 @@ def _read_csv(lines: Iterable[tuple[int, bytes | None]]) -> Iterator[RawRow]:
         elif isinstance(row, str):
             yield RawRow(start, None, row)
         elif _filled(row):
-            yield _csv_row(start, row, columns)
+            yield _csv_row(start, row, names)
 
 
 def _csv_rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
@@ -322,16 +338,16 @@ def _filled(row: list[str]) -> bool:
     return any(cell.strip() for cell in row)
 
 
-def _columns(line: int, header: list[str]) -> list[str]:
+def _columns(line: int, header: list[str], columns: CsvColumns) -> list[str]:
     """The header's column names ('' for an unnamed column), or `EventFileError`."""
     names = [name.strip() for name in header]
     for name in names:
-        if not _storable(name) or (name and name not in COLUMNS):
-            raise EventFileError(line, f"unknown column {_short(name)} (columns: {', '.join(Event.model_fields)})")
+        if not _storable(name) or (name and name not in columns.allowed):
+            raise EventFileError(line, f"unknown column {_short(name)} (columns: {', '.join(columns.allowed)})")
     for name in names:
         if name and names.count(name) > 1:
             raise EventFileError(line, f"column {name!r} appears more than once in the header")
-    for name in ("event_id", "experiment"):
+    for name in columns.required:
         if name not in names:
             raise EventFileError(line, f"no column {name!r} in the header")
     return names

@@ -229,12 +229,29 @@ class Analysis(Model):
     unit: AnalysisUnit | None = None
 
 
+# A campaign's description is a paragraph or two of copy, in any language; the classifier
+# (`crosspromo classify`) reads it to tag arms that declare no tags.
+MAX_DESCRIPTION_CHARS = 4000
+
+
+def _description(value: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    if not value.strip():
+        raise ValueError("must not be blank; leave the field out instead")
+    return value
+
+
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS), AfterValidator(_description)]
+
+
 class Arm(Model):
     key: Slug
     campaign: str
     partner: str
     channel: Channel
     tags: tuple[str, ...] = ()
+    description: Description | None = None
     weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     # Cost of one decision (a send); None: the channel's default in configs/engine.yaml.
     cost: Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)] | None = None

@@ -209,6 +209,21 @@ class WeightsRow(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class ArmTagRow(SQLModel, table=True):
+    """Tags a classifier predicted for an arm that declares none (`crosspromo classify
+    --write-tags`), from the description whose SHA-256 is `description_sha256`: the content
+    recommender uses them while the arm's description stays that text."""
+
+    __tablename__ = "arm_tags"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    arm: str = Field(primary_key=True, max_length=128)
+    tags_json: str = Field(sa_column=Column(Text, nullable=False))  # [[topic, score], ...], best first
+    description_sha256: str = Field(max_length=64)
+    classifier: str = Field(max_length=128)
+    predicted_at: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -222,3 +237,4 @@ UNIT_STATS = UnitStatsRow.__table__  # type: ignore[attr-defined]
 METRIC_STATS = MetricStatsRow.__table__  # type: ignore[attr-defined]
 ARM_EXCLUSIONS = ArmExclusionRow.__table__  # type: ignore[attr-defined]
 WEIGHTS_HISTORY = WeightsRow.__table__  # type: ignore[attr-defined]
+ARM_TAGS = ArmTagRow.__table__  # type: ignore[attr-defined]

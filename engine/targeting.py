@@ -132,10 +132,13 @@ def recommender_config(targeting: Targeting) -> RecommenderConfig:
     )
 
 
-def arm_tokens(spec: ExperimentSpec) -> list[list[str]]:
-    """The words content-based scoring compares arms by: tags, partner, campaign and channel."""
-    return [[*arm.tags, f"partner={arm.partner}", f"campaign={arm.campaign}", f"channel={arm.channel.value}"]
-            for arm in spec.arms]
+def arm_tokens(spec: ExperimentSpec, predicted: Mapping[str, Sequence[str]] | None = None) -> list[list[str]]:
+    """The words content-based scoring compares arms by: tags, partner, campaign and channel.
+    An arm that declares no tags takes its `predicted` ones (`engine.tags`), so a new campaign
+    is compared with the others by what its description is about."""
+    predicted = predicted or {}
+    return [[*(arm.tags or predicted.get(arm.key, ())), f"partner={arm.partner}", f"campaign={arm.campaign}",
+             f"channel={arm.channel.value}"] for arm in spec.arms]
 
 
 @dataclass
@@ -179,8 +182,9 @@ class TargetingModel:
 
 
 def fit_targeting(spec: ExperimentSpec, targeting: Targeting, rows: Sequence[HistoryRow],
-                  rng: np.random.Generator) -> TargetingModel:
-    """Fit segments (k-means on the encoded contexts) and the recommender on logged decisions."""
+                  rng: np.random.Generator, predicted: Mapping[str, Sequence[str]] | None = None) -> TargetingModel:
+    """Fit segments (k-means on the encoded contexts) and the recommender on logged decisions;
+    `predicted` holds the classifier's tags of arms that declare none (`arm_tokens`)."""
     index: dict[str, int] = {}
     units = np.array([index.setdefault(r.unit, len(index)) for r in rows], dtype=np.intp)
     arms = np.array([r.arm for r in rows], dtype=np.intp)
@@ -209,6 +213,6 @@ def fit_targeting(spec: ExperimentSpec, targeting: Targeting, rows: Sequence[His
             segments[known] = segmentation.assign(features)[inverse[known]]
     interactions = Interactions(units, arms, converted, segments, len(index), len(spec.arms),
                                 segmentation.count if segmentation is not None else 0)
-    model = fit_recommender(interactions, arm_tokens(spec), recommender_config(targeting), rng)
+    model = fit_recommender(interactions, arm_tokens(spec, predicted), recommender_config(targeting), rng)
     converters = set(units[converted].tolist())
     return TargetingModel(model, {u: i for u, i in index.items() if i in converters}, encoder, segmentation)

@@ -2,9 +2,10 @@
 
 `Store` is the one door to the database; what it stores lives in a module each:
 `experiments` (declarations and the plan of a change), `decisions` (exposures and sticky
-assignments), `outcomes` (events), `aggregates` (the per-arm counters) and `quarantine`
-(rows the database refused). Aggregates change only in the transaction that writes the rows
-they summarise, so a crash at any point leaves them equal to what a recount would give.
+assignments), `outcomes` (events), `aggregates` (the per-arm counters), `quarantine`
+(rows the database refused) and `tags` (arm tags a classifier predicted). Aggregates change
+only in the transaction that writes the rows they summarise, so a crash at any point leaves
+them equal to what a recount would give.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.store.decisions import Exposure, claim_assignment, history_query, in
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
 from engine.store.quarantine import quarantine, read_quarantine, write_isolating
+from engine.store.tags import ArmTags, read_tags, write_tags
 from engine.store.weights import (
     Exclusion,
     WeightsEntry,
@@ -37,8 +39,8 @@ from engine.store.weights import (
 from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
-    "ArmAggregate", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment", "Tally",
-    "check_event", "imported_decision_id",
+    "ArmAggregate", "ArmTags", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment",
+    "Tally", "check_event", "imported_decision_id",
 ]
 
 T = TypeVar("T")
@@ -170,6 +172,18 @@ class Store:
                 if getattr(exc.orig, "sqlstate", None) not in RETRY_SQLSTATES or attempt == DEADLOCK_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    # -- predicted arm tags (classifier) ------------------------------------------------
+
+    def write_arm_tags(self, tags: Sequence[ArmTags]) -> None:
+        """Store predicted tags, replacing those the same arms had, in one transaction."""
+        with write(self.sa) as conn:
+            write_tags(conn, tags)
+
+    def arm_tags(self, experiment: str | None = None) -> list[ArmTags]:
+        """Predicted tags of one experiment's arms (of all experiments if None)."""
+        with read(self.sa) as conn:
+            return read_tags(conn, experiment)
 
     # -- decision history (targeting, export) --------------------------------------------
 

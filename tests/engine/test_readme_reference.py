@@ -16,8 +16,8 @@ from tests.samples import REPO
 # Values the reference shows as examples: required fields and settings whose default is "none".
 EXAMPLES = {
     "key", "name", "owner", "hypothesis", "status", "kind", "policy.name", "metrics.name", "eligibility.channels_from",
-    "arms.key", "arms.campaign", "arms.partner", "arms.channel", "arms.tags", "arms.weight", "arms.payload",
-    "default_arm", "analysis.control", "targeting.recommender", "targeting.segments_from",
+    "arms.key", "arms.campaign", "arms.partner", "arms.channel", "arms.tags", "arms.description", "arms.weight",
+    "arms.payload", "default_arm", "analysis.control", "targeting.recommender", "targeting.segments_from",
 }
 
 
