@@ -117,6 +117,20 @@ class QuarantineRow(SQLModel, table=True):
     ts: datetime
 
 
+class GraphEdgeRow(SQLModel, table=True):
+    """An edge of the users' social graph: `kind` is follow (directed: `source` follows
+    `target`), share or referral (undirected, stored with `source` < `target`). One row per
+    (source, target, kind); `weight` is finite and > 0, the last one ingested."""
+
+    __tablename__ = "graph_edges"
+
+    source: str = Field(primary_key=True, max_length=256)
+    target: str = Field(primary_key=True, max_length=256)
+    kind: str = Field(primary_key=True, max_length=16)
+    weight: float = 1.0
+    updated_at: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -124,3 +138,4 @@ DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = AssignmentRow.__table__  # type: ignore[attr-defined]
 QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
+GRAPH_EDGES = GraphEdgeRow.__table__  # type: ignore[attr-defined]
