@@ -113,7 +113,8 @@ class Upkeep:
         return None if live.model is None else live.model.scores(unit, context)
 
     def refit_targeting(self, live: Live) -> None:
-        """Refit the experiment's recommender from its logged decisions (one query)."""
+        """Refit the experiment's recommender from its logged decisions (one query) and, when it
+        uses them, every edge of the social graph (one more)."""
         from engine.targeting import HistoryRow, fit_targeting  # scipy.sparse: only where targeting is on
 
         spec, targeting = live.spec, live.targeting
@@ -122,6 +123,7 @@ class Upkeep:
         try:
             self.writer.flush()
             rows = self.store.decision_history(spec.key, spec.traffic.phase)
+            graph = self.store.graph() if targeting.uses_graph else None
         except Exception as exc:
             self.health.failed(exc, "refitting the recommender")
             live.model_at = self._clock()  # keep the old model; retry on the next cadence
@@ -129,7 +131,7 @@ class Upkeep:
         self.health.ok()
         history = [HistoryRow(unit, index[arm], bool(converted), json.loads(ctx) if ctx else {})
                    for unit, arm, converted, ctx in rows if arm in index]
-        model = fit_targeting(spec, targeting, history, self._rng)
+        model = fit_targeting(spec, targeting, history, self._rng, graph)
         with self._lock:
             live.model, live.model_at = model, self._clock()
 
