@@ -461,8 +461,13 @@ def evaluate(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the folds, replay draws and bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
     paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
+    graph: Annotated[Path | None, typer.Option(
+        "--graph", exists=True, dir_okay=False,
+        help="Social graph (an ingest-graph file): also evaluates the social policy, and feeds a social "
+             "targeting.")] = None,
 ) -> None:
-    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies.
+    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies
+    (and the social one with --graph).
 
     Reads its own `export-log` files back exactly: cells that export-log prefixed with a single
     quote (formula neutralisation) lose that quote."""
@@ -473,9 +478,20 @@ def evaluate(
     rows, problems = read_log(log, spec)
     for line, reason in problems:
         err.print(f"{log}:{line}: {reason}", markup=False)
+    edges = None
+    if graph is not None:
+        from engine.events import EventFileError
+        from engine.graph import read_edge_file
+
+        try:
+            edges, bad_edges = read_edge_file(graph)
+        except EventFileError as exc:
+            fail(f"--graph {graph}:{exc.line}: {exc.reason}", "fix the header: source, target, kind, weight")
+        for line, reason in bad_edges:
+            err.print(f"{graph}:{line}: {reason}", markup=False)
     chosen = Recommender(recommender.value) if recommender is not None else None
     targeting = evaluation_targeting(spec, rows, chosen, strength)
-    result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems))
+    result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems), graph=edges)
     if fmt is EvaluateFormat.JSON:
         print_json(result.to_dict())
     else:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.events import InputFormat, RawRow, RowSchema, checked_number, field_reason, json_type, read_rows
 from engine.intake import KEPT_REJECTIONS, IngestSummary, Progress, Reject, Rejection
 from engine.store import EdgeRecord, Store
-from engine.store.graph import EdgeKind, canonical
+from engine.store.graph import EdgeKind, StoredGraph, build_graph, canonical
 from engine.text import text_problem
 
 EDGE_CHUNK = 5_000
@@ -126,6 +126,23 @@ def ingest_edge_file(store: Store, path: Path, progress: Progress | None = None,
                      fmt: InputFormat | None = None, keep_rejected: int | None = KEPT_REJECTIONS) -> GraphSummary:
     """Ingest a JSONL or CSV file of edges (`-` is standard input), read once."""
     return ingest_edges(store, read_rows(path, fmt, EDGE_ROWS), progress, on_reject, keep_rejected)
+
+
+def read_edge_file(path: Path, fmt: InputFormat | None = None) -> tuple[StoredGraph, list[Rejection]]:
+    """The edges of a file as a graph in memory (the last row of an edge wins, as in the store)
+    and the (line, reason) of its bad rows."""
+    edges: dict[tuple[str, str, str], EdgeRecord] = {}
+    problems: list[Rejection] = []
+    for row in read_rows(path, fmt, EDGE_ROWS):
+        try:
+            if row.error:
+                raise EdgeError(row.error)
+            edge = parse_edge(row.data)
+        except EdgeError as exc:
+            problems.append((row.line, str(exc)))
+            continue
+        edges[edge.key] = edge
+    return build_graph(edges.values()), problems
 
 
 def _settle(store: Store, chunk: list[tuple[int, EdgeRecord]], pending: list[Rejection], summary: GraphSummary,

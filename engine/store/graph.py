@@ -16,7 +16,7 @@ writers of the same edge on PostgreSQL cannot both insert it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple, get_args
@@ -125,24 +125,28 @@ READ_BATCH = 50_000
 
 
 def read_graph(conn: Connection) -> StoredGraph:
-    """Every edge, streamed in batches; units are indexed in the order first met."""
+    """Every stored edge, streamed in batches."""
+    result = conn.execution_options(yield_per=READ_BATCH).execute(select(*_KEY, GRAPH_EDGES.c.weight))
+    return build_graph(row for part in result.partitions() for row in part)
+
+
+def build_graph(edges: Iterable[tuple[str, str, str, float]]) -> StoredGraph:
+    """Arrays of (source, target, kind, weight) edges; units are indexed in the order first met."""
     index: dict[str, int] = {}
     sources: list[int] = []
     targets: list[int] = []
     weights: list[float] = []
     directed: list[bool] = []
-    result = conn.execution_options(yield_per=READ_BATCH).execute(select(*_KEY, GRAPH_EDGES.c.weight))
-    for part in result.partitions():
-        for source, target, kind, weight in part:
-            sources.append(index.setdefault(source, len(index)))
-            targets.append(index.setdefault(target, len(index)))
-            weights.append(weight)
-            directed.append(kind in DIRECTED_KINDS)
+    for source, target, kind, weight in edges:
+        sources.append(index.setdefault(source, len(index)))
+        targets.append(index.setdefault(target, len(index)))
+        weights.append(weight)
+        directed.append(kind in DIRECTED_KINDS)
     return StoredGraph(list(index), np.array(sources, dtype=np.intp), np.array(targets, dtype=np.intp),
                        np.array(weights, dtype=float), np.array(directed, dtype=bool))
 
 
 def count_edges(conn: Connection) -> dict[str, int]:
     """Edges per kind (every kind listed, 0 when absent)."""
-    counts = dict(conn.execute(select(GRAPH_EDGES.c.kind, func.count()).group_by(GRAPH_EDGES.c.kind)).tuples().all())
+    counts = dict(conn.execute(select(GRAPH_EDGES.c.kind, func.count()).group_by(GRAPH_EDGES.c.kind)).all())
     return {kind: int(counts.get(kind, 0)) for kind in EDGE_KINDS}

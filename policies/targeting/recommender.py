@@ -26,7 +26,8 @@ Methods (`profile` p is a row vector over arms):
 - `social`: LightGCN-style propagation over the social graph joined with the units x arms
   conversion graph (`policies.targeting.social`, He et al. 2020). It scores a *unit*, not a
   profile: a unit known to neither the history nor the graph, or whose reach holds no
-  conversion, is a cold start;
+  conversion, is a cold start. The scores are used only once the log shows that neighbours'
+  conversions predict a unit's own (`social_evidence`); until then every unit is a cold start;
 - `hybrid`: `cf_weight * item_cf + content_weight * content + social_weight * social`, each
   part divided by its largest absolute entry for the unit so the weights mix comparable numbers.
 """
@@ -45,7 +46,14 @@ from scipy import sparse
 from scipy.sparse.linalg import svds
 
 from policies.targeting.shrinkage import shrunk_means
-from policies.targeting.social import DEFAULT_LAYERS, SocialGraph, check_layers, social_scores
+from policies.targeting.social import (
+    DEFAULT_LAYERS,
+    SocialEvidence,
+    SocialGraph,
+    check_layers,
+    social_evidence,
+    social_scores,
+)
 
 FloatArray = NDArray[np.float64]
 Method = Literal["item_cf", "content", "svd", "social", "hybrid"]
@@ -85,7 +93,8 @@ class RecommenderConfig:
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
-    """Logged decisions, one entry per row: unit and arm indices, converted, segment (-1: unknown)."""
+    """Logged decisions, one entry per row in the order they were made: unit and arm indices,
+    converted, segment (-1: unknown)."""
 
     units: NDArray[np.intp]
     arms: NDArray[np.intp]
@@ -138,7 +147,8 @@ class FittedRecommender:
     arm_vectors: FloatArray  # arms x vocabulary, L2-normalised TF-IDF
     item_factors: FloatArray  # arms x rank, right singular vectors of the history
     segment_profiles: FloatArray  # segments x arms, shrunk rates divided by each row's maximum
-    social: FloatArray | None = None  # units x arms LightGCN scores, when the method uses them
+    social: FloatArray | None = None  # units x arms LightGCN scores, when used (see social_evidence)
+    social_evidence: SocialEvidence | None = None  # the test that decided, when the method uses the graph
 
     @cached_property
     def segment_scores(self) -> FloatArray:
@@ -246,9 +256,12 @@ def fit_recommender(
     similarity = np.divide(gram, np.outer(norms, norms), out=np.zeros_like(gram), where=np.outer(norms, norms) > 0)
     arm_vectors = tfidf(arm_tokens).toarray()
     factors = _item_factors(history, config.factors, rng) if config.method == "svd" else np.zeros((k, 0))
-    social = social_scores(history, graph, config.layers) if config.uses_social else None
+    evidence = social = None
+    if config.uses_social:
+        evidence = social_evidence(interactions.units, interactions.arms, conv, graph, k)
+        social = social_scores(history, graph, config.layers) if evidence.predictive else None
     return FittedRecommender(config, history, similarity, arm_vectors, factors, _segment_profiles(interactions),
-                             social)
+                             social, evidence)
 
 
 def _item_factors(history: sparse.csr_matrix, factors: int, rng: np.random.Generator) -> FloatArray:

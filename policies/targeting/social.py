@@ -15,30 +15,52 @@ s -> t in row s only: s reads t, as a follower reads whom they follow), and an e
 with D_out, D_in the row and column sums (weighted degrees; 0 for a node with no edge).
 
 Nothing is trained: layer-0 embeddings are one-hot (E0 = I), so the layer mean is the matrix
-M = (1 / (L + 1)) * sum_{l=0..L} Â^l and the scores are (M Mᵀ)[u, a]. Only the arms' columns
-are needed: Y = M (Mᵀ X) with X the (n + k) x k indicator of the arm nodes, i.e. 2L sparse
-products with k columns, so time and memory are linear in the number of edges,
-O(L k (edges + units)). A parameter-free LightGCN is a fixed low-pass graph filter (Shen et
-al. 2021, "How powerful is graph convolution for recommendation?", CIKM).
+M = (1 / (L + 1)) * sum_{l=0..L} Â^l, e_u is row u of M and, on an undirected graph (Â
+symmetric), the scores e_u . e_a are (M M)[u, a]. With directed edges the arm's embedding is
+taken along reversed edges (column a of M: what reaches a), so that the score (M M)[u, a]
+still counts paths *from* u to a: a follower scores what the followed converted on, never the
+other way round. Only the arms' columns are needed: Y = M (M X) with X the (n + k) x k
+indicator of the arm nodes, i.e. 2L sparse products with k columns, so time and memory are
+linear in the number of edges, O(L k (edges + units)). A parameter-free LightGCN is a fixed
+low-pass graph filter (Shen et al. 2021, "How powerful is graph convolution for
+recommendation?", CIKM).
 
 What a score sums, for L = 2 (paths from u to a of length 1 to 4, weighted by how many ways
 the two layer means meet): u's own conversions on a, its neighbours' conversions on a, then
 those of neighbours of neighbours and of units that converted like u or like its neighbours.
 A unit with no conversion of its own but with neighbours who converted on arm c thus scores c
 highest: the social cold start.
+
+Whether to trust them (`social_evidence`). Following friends pays only if friends convert
+alike (homophily); on a graph without it, the scores steer units to whatever their friends
+were shown, and lose to the bandit. Conversions alone cannot tell: a policy that follows
+friends makes friends convert alike. So the check conditions on what each unit was shown.
+Among logged decisions (in the order made), a decision of unit u on arm a is *exposed to
+the signal* when a neighbour of u (a unit u reads) converted on a in an earlier decision.
+If neighbours' conversions carry no information about u, the signal is independent of u's
+outcome given the arm and the time, whatever the policy did. The Cochran–Mantel–Haenszel
+test (Cochran 1954; Mantel & Haenszel 1959) of conversion against the signal, stratified by
+arm and by tenth of the log (conversion rates drift as the policy learns), gives z; the
+social scores are used only when z > SOCIAL_Z (one-sided, alpha = 0.05). Until then a unit
+known only through the graph is a cold start. O(arms x edges + decisions).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
+from scipy.stats import norm
 
 FloatArray = NDArray[np.float64]
 DEFAULT_LAYERS = 2
 MAX_LAYERS = 8
+SOCIAL_ALPHA = 0.05
+SOCIAL_Z = float(norm.isf(SOCIAL_ALPHA))
+TIME_STRATA = 10
 
 
 def check_layers(layers: int) -> int:
@@ -121,16 +143,79 @@ def social_scores(history: sparse.csr_matrix, graph: SocialGraph | None, layers:
     a_hat = normalised_adjacency(graph.adjacency(), sparse.csr_matrix(history, dtype=float))
     arms = np.zeros((n + k, k))
     arms[n + np.arange(k), np.arange(k)] = 1.0
-    transposed = sparse.csr_matrix(a_hat.T)
-    return layer_mean(a_hat, layer_mean(transposed, arms, layers), layers)[:n]
+    return layer_mean(a_hat, layer_mean(a_hat, arms, layers), layers)[:n]
 
 
 def lightgcn_dense(history: FloatArray, social: FloatArray, layers: int = DEFAULT_LAYERS) -> FloatArray:
-    """The same scores by dense matrices, straight from the definition (M Mᵀ restricted to
+    """The same scores by dense matrices, straight from the definition (M M restricted to
     units x arms): a reference for tests and the benchmark's peer, O((n + k)^3)."""
     n, k = history.shape
     joint = np.block([[social, history], [history.T, np.zeros((k, k))]])
     a_hat = _inverse_sqrt(joint.sum(axis=1))[:, None] * joint * _inverse_sqrt(joint.sum(axis=0))[None, :]
     m = sum(np.linalg.matrix_power(a_hat, layer) for layer in range(layers + 1)) / (layers + 1)
-    return (m @ m.T)[:n, n:]
+    return (m @ m)[:n, n:]
 
+
+
+@dataclass(frozen=True)
+class SocialEvidence:
+    """The CMH test of whether a neighbour's earlier conversion on the arm shown predicts
+    conversion (module doc): `z` (0 without data), the Mantel–Haenszel pooled odds ratio
+    (nan without data) and how many decisions carried the signal."""
+
+    z: float
+    odds_ratio: float
+    exposed: int
+
+    @property
+    def predictive(self) -> bool:
+        return self.z > SOCIAL_Z
+
+
+def signal_exposure(units: NDArray[np.intp], arms: NDArray[np.intp], converted: NDArray[np.bool_],
+                    graph: SocialGraph, n_arms: int) -> NDArray[np.bool_]:
+    """Per decision (rows in the order made): whether a neighbour of its unit converted on its
+    arm in an earlier decision. Per arm, only edges towards that arm's converters are visited."""
+    adjacency = graph.adjacency()
+    adjacency.sum_duplicates()
+    readers = np.repeat(np.arange(graph.n_units), np.diff(adjacency.indptr))  # row of each stored edge
+    order = np.arange(len(units))
+    exposed = np.zeros(len(units), dtype=bool)
+    for arm in range(n_arms):
+        won = converted & (arms == arm)
+        if not won.any():
+            continue
+        first = np.full(graph.n_units, np.inf)
+        np.minimum.at(first, units[won], order[won])  # each unit's first conversion on the arm
+        towards = np.isfinite(first[adjacency.indices])
+        earliest = np.full(graph.n_units, np.inf)  # each reader's earliest neighbour conversion
+        np.minimum.at(earliest, readers[towards], first[adjacency.indices[towards]])
+        shown = arms == arm
+        exposed[shown] = earliest[units[shown]] < order[shown]
+    return exposed
+
+
+def social_evidence(units: NDArray[np.intp], arms: NDArray[np.intp], converted: NDArray[np.bool_],
+                    graph: SocialGraph | None, n_arms: int) -> SocialEvidence:
+    """The stratified test of the module doc on logged decisions (rows in the order made)."""
+    if graph is None or not len(units) or not graph.size:
+        return SocialEvidence(0.0, math.nan, 0)
+    signal = signal_exposure(units, arms, converted, graph, n_arms)
+    strata = arms * TIME_STRATA + (np.arange(len(units)) * TIME_STRATA) // len(units)
+    size = n_arms * TIME_STRATA
+
+    def count(mask: NDArray[np.bool_]) -> FloatArray:
+        return np.bincount(strata[mask], minlength=size).astype(float)
+
+    n = count(np.ones(len(units), dtype=bool))
+    exposed, wins = count(signal), count(converted)
+    both = count(signal & converted)
+    used = n > 1
+    n, exposed, wins, both = n[used], exposed[used], wins[used], both[used]
+    # CMH: sum of (observed - expected) exposed conversions over the hypergeometric variance.
+    variance = (exposed * (n - exposed) * wins * (n - wins) / (n * n * (n - 1))).sum()
+    z = float((both - exposed * wins / n).sum() / math.sqrt(variance)) if variance > 0 else 0.0
+    numerator = (both * (n - exposed - wins + both) / n).sum()  # a d / n per stratum
+    denominator = ((exposed - both) * (wins - both) / n).sum()  # b c / n
+    odds = float(numerator / denominator) if denominator > 0 else math.nan
+    return SocialEvidence(z, odds, int(signal.sum()))
