@@ -120,7 +120,8 @@ class QuarantineRow(SQLModel, table=True):
 class GraphEdgeRow(SQLModel, table=True):
     """An edge of the users' social graph: `kind` is follow (directed: `source` follows
     `target`), share or referral (undirected, stored with `source` < `target`). One row per
-    (source, target, kind); `weight` is finite and > 0, the last one ingested."""
+    (source, target, kind); `weight` is finite and > 0, the last one ingested; `created_at` is
+    when the edge was first stored, `updated_at` when its weight last changed."""
 
     __tablename__ = "graph_edges"
 
@@ -128,6 +129,7 @@ class GraphEdgeRow(SQLModel, table=True):
     target: str = Field(primary_key=True, max_length=256)
     kind: str = Field(primary_key=True, max_length=16)
     weight: float = 1.0
+    created_at: datetime
     updated_at: datetime
 
 

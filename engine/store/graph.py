@@ -8,10 +8,10 @@ in sorted order, so (a, b, share) and (b, a, share) are one edge.
 
 An edge ingested again with the same weight is a duplicate and changes nothing; with another
 weight, the new weight replaces the old one (`updated`). Within a chunk the last row of an
-edge is the one applied, the earlier ones count as duplicates. Each chunk is read and written in the
-caller's one transaction, with rows in key order so concurrent writers lock in one order; the
-write is an atomic upsert (`INSERT ... ON CONFLICT (source, target, kind) DO UPDATE`), so two
-writers of the same edge on PostgreSQL cannot both insert it.
+edge is the one applied, the earlier ones count as duplicates. A chunk is one atomic upsert
+(`INSERT ... ON CONFLICT (source, target, kind) DO UPDATE ... WHERE the weight differs`) in the
+caller's transaction: no read before the write, and two writers of one edge on PostgreSQL
+cannot both insert it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple, get_args
+from itertools import chain
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Insert, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, func, select
 
 from engine.db import StoreError
 from engine.tables import GRAPH_EDGES
@@ -32,7 +32,6 @@ from engine.tables import GRAPH_EDGES
 EdgeKind = Literal["follow", "share", "referral"]
 EDGE_KINDS: tuple[EdgeKind, ...] = get_args(EdgeKind)
 DIRECTED_KINDS: frozenset[str] = frozenset({"follow"})
-_KEY = (GRAPH_EDGES.c.source, GRAPH_EDGES.c.target, GRAPH_EDGES.c.kind)
 
 
 class EdgeRecord(NamedTuple):
@@ -70,39 +69,47 @@ class EdgeOutcome:
                            self.duplicates + other.duplicates, self.rejected + other.rejected)
 
 
-def _upsert(dialect: str) -> Insert:
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        raise StoreError(f"unsupported database {dialect!r}", "use SQLite or PostgreSQL")
-    stmt = insert(GRAPH_EDGES)
-    return stmt.on_conflict_do_update(index_elements=[c.name for c in _KEY],
-                                      set_={"weight": stmt.excluded.weight, "updated_at": stmt.excluded.updated_at})
+# One statement per part of a chunk, on SQLite and PostgreSQL alike (both have ON CONFLICT ...
+# DO UPDATE ... WHERE and RETURNING): a row comes back when it was inserted or its weight changed,
+# and `created_at = updated_at` tells which. 6 values a row: under SQLite's 32,766 parameters.
+_UPSERT = (f"INSERT INTO {GRAPH_EDGES.name} (source, target, kind, weight, created_at, updated_at) VALUES {{rows}} "
+           f"ON CONFLICT (source, target, kind) DO UPDATE SET weight = excluded.weight, "
+           f"updated_at = excluded.updated_at WHERE {GRAPH_EDGES.name}.weight <> excluded.weight "
+           f"RETURNING created_at = updated_at")
+ROWS_PER_STATEMENT = 5_000
+
+
+def _mark(conn: Connection) -> str:
+    """The driver's positional placeholder: statements go to the driver as they are, values as
+    plain tuples (SQLAlchemy's per-value processing would cost more than the write)."""
+    if conn.dialect.name not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {conn.dialect.name!r}", "use SQLite or PostgreSQL")
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _timestamp(conn: Connection, now: datetime) -> Any:
+    """`now` as the column stores it (SQLite keeps text), as SQLAlchemy would bind it."""
+    column = GRAPH_EDGES.c.updated_at.type
+    process = column.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process(now) if process is not None else now
 
 
 def upsert_edges(conn: Connection, items: Sequence[tuple[int, EdgeRecord]], now: datetime) -> EdgeOutcome:
     """Store the edges of `items` ((index, canonical edge), in file order): the last weight
-    of an edge wins."""
-    outcome = EdgeOutcome()
-    if not items:
-        return outcome
+    of an edge wins. Rows go in key order, so concurrent writers lock rows in one order."""
     latest = {edge.key: edge.weight for _, edge in items}  # a later row of an edge supersedes earlier ones
-    keys = sorted(latest)
-    stored = {(s, t, k): w for s, t, k, w in conn.execute(
-        select(*_KEY, GRAPH_EDGES.c.weight).where(tuple_(*_KEY).in_(keys)))}
-    outcome.duplicates = len(items) - len(latest)
-    changed = []
-    for key in keys:
-        before, weight = stored.get(key), latest[key]
-        if before == weight:
-            outcome.duplicates += 1
-            continue
-        if before is None:
-            outcome.accepted += 1
-        else:
-            outcome.updated += 1
-        changed.append({"source": key[0], "target": key[1], "kind": key[2], "weight": weight, "updated_at": now})
-    if changed:
-        conn.execute(_upsert(conn.dialect.name), changed)
+    outcome = EdgeOutcome(duplicates=len(items) - len(latest))
+    stamp = _timestamp(conn, now)
+    rows = [(*key, weight, stamp, stamp) for key, weight in sorted(latest.items())]
+    row_marks = "(" + ", ".join([_mark(conn)] * 6) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        part = rows[start:start + ROWS_PER_STATEMENT]
+        changed = conn.exec_driver_sql(_UPSERT.format(rows=", ".join([row_marks] * len(part))),
+                                       tuple(chain.from_iterable(part))).all()
+        inserted = sum(1 for (fresh,) in changed if fresh)
+        outcome.accepted += inserted
+        outcome.updated += len(changed) - inserted
+        outcome.duplicates += len(part) - len(changed)
     return outcome
 
 
@@ -125,9 +132,13 @@ READ_BATCH = 50_000
 
 
 def read_graph(conn: Connection) -> StoredGraph:
-    """Every stored edge, streamed in batches."""
-    result = conn.execution_options(yield_per=READ_BATCH).execute(select(*_KEY, GRAPH_EDGES.c.weight))
-    return build_graph(row for part in result.partitions() for row in part)
+    """Every stored edge, streamed in batches of plain tuples."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"SELECT source, target, kind, weight FROM {GRAPH_EDGES.name}")
+        return build_graph(row for batch in iter(lambda: cursor.fetchmany(READ_BATCH), []) for row in batch)
+    finally:
+        cursor.close()
 
 
 def build_graph(edges: Iterable[tuple[str, str, str, float]]) -> StoredGraph:
