@@ -227,3 +227,24 @@ def test_evaluation_reports_the_social_policy_and_it_pays_on_a_homophilous_log(t
     assert data["social"]["dr"]["ci_low"] > data["logging"]["dr"]["value"]
     without = evaluate_log(spec, rows, targeting, seed=0, resamples=200)
     assert "social" not in without.to_dict() and without.policies == ["targeted", "context_free", "logging"]
+
+
+def test_evaluate_with_a_graph_file_reports_the_social_policy_and_its_bad_rows(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "exp", "b.yaml", BANDIT_YAML)
+    rng = np.random.default_rng(10)
+    lines = ["arm,reward,propensity,unit"]
+    for _ in range(3000):
+        unit, arm = int(rng.integers(200)), int(rng.integers(3))
+        lines.append(f"{ARMS[arm]},{int(rng.random() < (0.4 if arm == unit % 2 else 0.02))},{1 / 3},u{unit}")
+    (tmp_path / "log.csv").write_text("\n".join(lines) + "\n")
+    edges = [json.dumps({"source": f"u{u}", "target": f"u{v}", "kind": "share"})
+             for u in range(200) for v in range(u % 2, 200, 2)[:8] if u != v]
+    (tmp_path / "edges.jsonl").write_text("\n".join([*edges, '{"source": "u1", "target": "u1", "kind": "share"}']))
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "log.csv"), "--experiment", "channels",
+                                 "--experiments", str(tmp_path / "exp"), "--graph", str(tmp_path / "edges.jsonl"),
+                                 "--format", "json", "--resamples", "100"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) >= {"targeted", "social", "context_free", "logging"}
+    assert data["social"]["dr"]["value"] > data["logging"]["dr"]["value"]
+    assert f"edges.jsonl:{len(edges) + 1}: target: an edge joins two different units" in result.stderr
