@@ -1,4 +1,6 @@
 """The decision service: FastAPI routes over one `Engine` per process (`crosspromo serve`).
+Why this module is one piece (about 400 lines): the routes, their request bodies and the one
+error boundary they share are read together; each route is a few lines over one engine call.
 
 Every request body is read with a size cap and parsed strictly (NaN and Infinity are not
 JSON), so bad input gets a 4xx with a reason. Store outages never surface as errors: the
