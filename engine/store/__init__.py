@@ -128,6 +128,7 @@ class Store:
         edge the database refuses is quarantined and rejected with its index, the rest stored."""
         if not edges:
             return EdgeOutcome()
+
         def refused(item: tuple[int, EdgeRecord], reason: str) -> EdgeOutcome:
             self._quarantine("edge", reason, item[1]._asdict())
             return EdgeOutcome(rejected=[(item[0], f"the database refused it (quarantined): {reason}")])
