@@ -28,6 +28,7 @@ from engine.config import EngineConfig, load_config
 from engine.decide import Decider
 from engine.decision import Decision
 from engine.events import Event, InputFormat, RawRow
+from engine.graph import GraphSummary, ingest_edge_file, ingest_edges
 from engine.health import StoreHealth
 from engine.intake import KEPT_REJECTIONS, IngestSummary, Intake, Progress, Reject
 from engine.loader import load_specs
@@ -211,6 +212,19 @@ class Engine:
         """Ingest a JSONL or CSV file, or standard input for `-`. The summary keeps the first
         `keep_rejected` rejections (and counts them all); `on_reject` sees every one."""
         return self.intake.ingest_file(path, progress, on_reject, fmt, keep_rejected)
+
+    # -- social graph ------------------------------------------------------------------
+
+    def ingest_graph(self, edges: Iterable[Mapping[str, Any] | RawRow], progress: Progress | None = None,
+                     on_reject: Reject | None = None, keep_rejected: int | None = None) -> GraphSummary:
+        """Upsert social-graph edges (`engine.graph`): idempotent on (source, target, kind), bad
+        rows reported by line and skipped. Social recommenders see them at their next refit."""
+        return ingest_edges(self.store, edges, progress, on_reject, keep_rejected)
+
+    def ingest_graph_file(self, path: Path, progress: Progress | None = None, on_reject: Reject | None = None,
+                          fmt: InputFormat | None = None, keep_rejected: int | None = KEPT_REJECTIONS) -> GraphSummary:
+        """`ingest_graph` from a JSONL or CSV file of edges, or standard input for `-`."""
+        return ingest_edge_file(self.store, path, progress, on_reject, fmt, keep_rejected)
 
     # -- reports -----------------------------------------------------------------------
 

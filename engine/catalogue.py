@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from engine.events import CsvColumns, EventFileError, RawRow, read_csv
+from engine.events import EventFileError, RawRow, RowSchema, read_stream
 from engine.loader import MERGE_TAG, STR_TAG, _BoundedLoader  # the experiment files' bounded YAML reader
 from engine.spec import MAX_DESCRIPTION_CHARS
 from engine.text import text_problem
@@ -103,7 +103,7 @@ Raw = tuple[int, dict[str, Any], None] | tuple[int, None, str]
 def _csv_rows(path: Path) -> Iterator[Raw]:
     try:
         with path.open("rb") as fh:
-            for row in read_csv(fh, CsvColumns(FIELDS, FIELDS)):
+            for row in read_stream(fh, "csv", RowSchema(FIELDS, FIELDS)):
                 yield _raw(row)
     except EventFileError as exc:
         raise CatalogueError(f"{path}:{exc.line}: {exc.reason}") from None

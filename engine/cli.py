@@ -182,24 +182,73 @@ def record(
 EXIT_REJECTED = 1
 
 
-@app.command(epilog="Exit 0 when rows were stored or already there; 1 when every row was rejected "
-                    "(nothing accepted), or with --strict when any row was rejected.")
+INGEST_EPILOG = ("Exit 0 when rows were stored or already there; 1 when every row was rejected "
+                 "(nothing accepted), or with --strict when any row was rejected.")
+InputFormatOption = Annotated[InputFormatChoice | None, typer.Option(
+    "--input-format", help="jsonl or csv (default: by suffix: .csv; .jsonl, .ndjson, .json; "
+                           "else jsonl if the first non-blank byte is {, else csv).")]
+StrictOption = Annotated[bool, typer.Option("--strict", help="Exit 1 if any row was rejected.")]
+RejectsOption = Annotated[Path | None, typer.Option(
+    "--rejects", dir_okay=False, help="Write rejected rows to FILE as JSONL {line, error} instead of stderr.")]
+SummaryFormat = Annotated[DecideFormat, typer.Option("--format", help="Summary as text or json.")]
+
+
+@app.command(epilog=INGEST_EPILOG)
 def ingest(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV file of events; - (or a pipe) reads stdin.")],
-    input_format: Annotated[InputFormatChoice | None, typer.Option(
-        "--input-format", help="jsonl or csv (default: by suffix: .csv; .jsonl, .ndjson, .json; "
-                               "else jsonl if the first non-blank byte is {, else csv).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any row was rejected.")] = False,
-    rejects: Annotated[Path | None, typer.Option(
-        "--rejects", dir_okay=False, help="Write rejected rows to FILE as JSONL {line, error} instead of stderr.")
-    ] = None,
-    fmt: Annotated[DecideFormat, typer.Option("--format", help="Summary as text or json.")] = DecideFormat.TEXT,
+    input_format: InputFormatOption = None,
+    strict: StrictOption = False,
+    rejects: RejectsOption = None,
+    fmt: SummaryFormat = DecideFormat.TEXT,
     db: DbOption = None,
 ) -> None:
     """Import events; bad rows are reported as FILE:LINE: reason and skipped, good rows kept.
 
     The file is read once, so pipes work. Rejections are reported as they are found; the JSON
     summary lists the first 100 and counts them all (rejected_count)."""
+    with _ingesting(file, rejects, db) as (engine, progress, on_reject):
+        summary = engine.ingest_file(file, progress=progress, on_reject=on_reject,
+                                     fmt=input_format.value if input_format else None)
+    if fmt is DecideFormat.JSON:
+        print_json(summary.to_dict())
+    else:
+        out.print(f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
+                  f"{summary.rejected_count} rejected", markup=False)
+    _ingest_exit(summary.accepted + summary.duplicates + summary.spooled, summary.rejected_count, strict)
+
+
+@app.command("ingest-graph", epilog=INGEST_EPILOG)
+def ingest_graph(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV file of edges (source, target, kind, weight); "
+                                              "- (or a pipe) reads stdin.")],
+    input_format: InputFormatOption = None,
+    strict: StrictOption = False,
+    rejects: RejectsOption = None,
+    fmt: SummaryFormat = DecideFormat.TEXT,
+    db: DbOption = None,
+) -> None:
+    """Import social-graph edges; bad rows are reported as FILE:LINE: reason and skipped, good rows kept.
+
+    kind is follow (directed: source follows target), share or referral (undirected); weight
+    is a finite number > 0 (default 1). Idempotent on (source, target, kind): an edge seen
+    again is a duplicate, or updated when its weight changed. The social recommender reads the
+    edges at its next refit."""
+    with _ingesting(file, rejects, db) as (engine, progress, on_reject):
+        summary = engine.ingest_graph_file(file, progress=progress, on_reject=on_reject,
+                                           fmt=input_format.value if input_format else None)
+    if fmt is DecideFormat.JSON:
+        print_json(summary.to_dict())
+    else:
+        out.print(f"{summary.accepted} accepted, {summary.updated} updated, {summary.duplicates} duplicates, "
+                  f"{summary.rejected_count} rejected", markup=False)
+    _ingest_exit(summary.accepted + summary.updated + summary.duplicates, summary.rejected_count, strict)
+
+
+@contextmanager
+def _ingesting(file: Path, rejects: Path | None, db: str | None
+               ) -> Iterator[tuple[Engine, Callable[[int], None], Callable[[int, str], None]]]:
+    """What `ingest` and `ingest-graph` share: the file's checks, the engine, the progress bar on
+    a terminal and where rejections go. A CSV header naming no usable columns fails the command."""
     from engine.events import STDIN, EventFileError
 
     name = "<stdin>" if file == STDIN else str(file)
@@ -216,20 +265,16 @@ def ingest(
     with open_engine(db) as engine, _reject_sink(name, rejects) as on_reject, bar:
         task = bar.add_task("ingest", total=_count_lines(file))
         try:
-            summary = engine.ingest_file(file, progress=lambda n: bar.advance(task, n), on_reject=on_reject,
-                                         fmt=input_format.value if input_format else None)
+            yield engine, lambda n: bar.advance(task, n), on_reject
         except EventFileError as exc:
             fail(f"{name}:{exc.line}: {exc.reason}", "nothing was ingested from this file")
-    if fmt is DecideFormat.JSON:
-        print_json(summary.to_dict())
-    else:
-        out.print(f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
-                  f"{summary.rejected_count} rejected", markup=False)
-    good = summary.accepted + summary.duplicates + summary.spooled
-    if summary.rejected_count and not good:
-        fail(f"nothing accepted: all {summary.rejected_count} row(s) were rejected", code=EXIT_REJECTED)
-    if summary.rejected_count and strict:
-        fail(f"{summary.rejected_count} row(s) rejected (--strict)", code=EXIT_REJECTED)
+
+
+def _ingest_exit(good: int, rejected: int, strict: bool) -> None:
+    if rejected and not good:
+        fail(f"nothing accepted: all {rejected} row(s) were rejected", code=EXIT_REJECTED)
+    if rejected and strict:
+        fail(f"{rejected} row(s) rejected (--strict)", code=EXIT_REJECTED)
 
 
 @contextmanager
@@ -422,8 +467,13 @@ def evaluate(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the folds, replay draws and bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
     paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
+    graph: Annotated[Path | None, typer.Option(
+        "--graph", exists=True, dir_okay=False,
+        help="Social graph (an ingest-graph file): also evaluates the social policy, and feeds a social "
+             "targeting.")] = None,
 ) -> None:
-    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies.
+    """Off-policy evaluation: replay, IPS, SNIPS and DR for the targeted, context-free and logging policies
+    (and the social one with --graph).
 
     Reads its own `export-log` files back exactly: cells that export-log prefixed with a single
     quote (formula neutralisation) lose that quote."""
@@ -434,9 +484,20 @@ def evaluate(
     rows, problems = read_log(log, spec)
     for line, reason in problems:
         err.print(f"{log}:{line}: {reason}", markup=False)
+    edges = None
+    if graph is not None:
+        from engine.events import EventFileError
+        from engine.graph import read_edge_file
+
+        try:
+            edges, bad_edges = read_edge_file(graph)
+        except EventFileError as exc:
+            fail(f"--graph {graph}:{exc.line}: {exc.reason}", "fix the header: source, target, kind, weight")
+        for line, reason in bad_edges:
+            err.print(f"{graph}:{line}: {reason}", markup=False)
     chosen = Recommender(recommender.value) if recommender is not None else None
     targeting = evaluation_targeting(spec, rows, chosen, strength)
-    result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems))
+    result = evaluate_log(spec, rows, targeting, seed=seed, resamples=resamples, skipped=len(problems), graph=edges)
     if fmt is EvaluateFormat.JSON:
         print_json(result.to_dict())
     else:

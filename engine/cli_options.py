@@ -106,6 +106,7 @@ class RecommenderChoice(StrEnum):
     ITEM_CF = "item_cf"
     CONTENT = "content"
     SVD = "svd"
+    SOCIAL = "social"
     HYBRID = "hybrid"
 
 

@@ -60,6 +60,25 @@ def _short(v: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def checked_number(v: Any) -> int | float:
+    """A number given as JSON or CSV text: finite, not a boolean, at most MAX_VALUE (an int too
+    large for a float is compared before any float(), so it cannot overflow)."""
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"must be a number, got {_short(v)}") from None
+    if not isinstance(v, int | float):
+        raise ValueError(f"must be a number, got {type(v).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("must be finite (NaN and Infinity are refused)")
+    if abs(v) > MAX_VALUE:
+        raise ValueError(f"must be <= {MAX_VALUE:g} in magnitude (its square must stay finite in the sums)")
+    return v
+
+
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,7 +97,7 @@ class Event(BaseModel):
     @classmethod
     def _storable_text(cls, v: str | None) -> str | None:
         """Text every store can hold: PostgreSQL refuses NUL. Refused here, such a row never
-        reaches (and jams) a write. (pydantic refuses lone surrogates: see `_reason`.)"""
+        reaches (and jams) a write. (pydantic refuses lone surrogates: see `field_reason`.)"""
         if v is not None and (problem := text_problem(v)):
             raise ValueError(problem)
         return v
@@ -86,24 +105,10 @@ class Event(BaseModel):
     @field_validator("value", mode="before")
     @classmethod
     def _finite(cls, v: Any) -> Any:
-        """A finite number within +-MAX_VALUE; the sign is judged against the metric (`check_event`)."""
+        """A finite number; its sign is judged against the metric (`store.outcomes.check_event`)."""
         if v is None or v == "":
             return None
-        if isinstance(v, bool):
-            raise ValueError("must be a number, not a boolean")
-        if isinstance(v, str):
-            try:
-                v = float(v)
-            except ValueError:
-                raise ValueError(f"must be a number, got {_short(v)}") from None
-        if not isinstance(v, int | float):
-            raise ValueError(f"must be a number, got {type(v).__name__}")
-        # Compared before any float(): an int too large for a float would overflow.
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("must be finite (NaN and Infinity are refused)")
-        if abs(v) > MAX_VALUE:
-            raise ValueError(f"must be <= {MAX_VALUE:g} in magnitude (its square must stay finite in the sums)")
-        return float(v)
+        return float(checked_number(v))
 
     @field_validator("ts")
     @classmethod
@@ -127,6 +132,17 @@ class Event(BaseModel):
 COLUMNS = frozenset(Event.model_fields)
 
 
+@dataclass(frozen=True)
+class RowSchema:
+    """The columns a CSV header may name (in the order error messages list them) and those it must."""
+
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+
+
+EVENT_ROWS = RowSchema(tuple(Event.model_fields), ("event_id", "experiment"))
+
+
 def parse_event(raw: Any) -> Event:
     """Validate one raw event (a JSON object or CSV row) or raise `EventError` with the reason."""
     if isinstance(raw, Event):
@@ -136,7 +152,7 @@ def parse_event(raw: Any) -> Event:
     try:
         event = Event.model_validate(raw)
     except ValidationError as exc:
-        raise EventError("; ".join(_reason(e) for e in exc.errors())) from None
+        raise EventError("; ".join(field_reason(e, COLUMNS, "event") for e in exc.errors())) from None
     if event.type == "conversion" and event.decision_id is None and event.unit is None:
         raise EventError("a conversion needs decision_id or unit")
     if event.type == "exposure" and event.unit is None:
@@ -146,9 +162,10 @@ def parse_event(raw: Any) -> Event:
     return event
 
 
-def _reason(e: Any) -> str:
+def field_reason(e: Any, columns: frozenset[str], whole: str) -> str:
+    """One pydantic error of a row as `field: reason` (`whole` names the row itself)."""
     # An unknown field's name is the sender's text: quoted and cut, like any value.
-    field = ".".join(p if p in COLUMNS else _short(p) for p in e["loc"]) or "event"
+    field = ".".join(p if p in columns else _short(p) for p in e["loc"]) or whole
     if e["type"] == "missing":
         return f"{field}: required"
     if e["type"] == "extra_forbidden":
@@ -212,18 +229,19 @@ def open_events(path: Path) -> AbstractContextManager[BinaryIO]:
     return path.open("rb")
 
 
-def read_rows(path: Path, fmt: InputFormat | None = None) -> Iterator[RawRow]:
+def read_rows(path: Path, fmt: InputFormat | None = None, schema: RowSchema = EVENT_ROWS) -> Iterator[RawRow]:
     """Rows of a JSONL or CSV file, or of standard input for `-`, read once (pipes and FIFOs
-    work). The format is `fmt`, else the suffix's, else sniffed: `{` first means JSONL."""
+    work). The format is `fmt`, else the suffix's, else sniffed: `{` first means JSONL. A CSV
+    header must name columns of `schema`."""
     with open_events(path) as fh:
-        yield from read_stream(fh, fmt or format_of(path))
+        yield from read_stream(fh, fmt or format_of(path), schema)
 
 
-def read_stream(fh: BinaryIO, fmt: InputFormat | None = None) -> Iterator[RawRow]:
+def read_stream(fh: BinaryIO, fmt: InputFormat | None = None, schema: RowSchema = EVENT_ROWS) -> Iterator[RawRow]:
     lines: Iterator[tuple[int, bytes | None]] = _lines(fh)
     if fmt is None:
         lines, fmt = _sniff(lines)
-    yield from (_read_csv(lines) if fmt == "csv" else _read_jsonl(lines))
+    yield from (_read_csv(lines, schema) if fmt == "csv" else _read_jsonl(lines))
 
 
 def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
@@ -272,23 +290,7 @@ def _read_jsonl(lines: Iterable[tuple[int, bytes | None]]) -> Iterator[RawRow]:
         yield RawRow(number, data)
 
 
-@dataclass(frozen=True)
-class CsvColumns:
-    """The columns a CSV file may name in its header, and those it must name."""
-
-    allowed: tuple[str, ...]
-    required: tuple[str, ...]
-
-
-EVENT_COLUMNS = CsvColumns(tuple(Event.model_fields), ("event_id", "experiment"))
-
-
-def read_csv(fh: BinaryIO, columns: CsvColumns) -> Iterator[RawRow]:
-    """Rows of a CSV file of other records than events (a catalogue), read as events are."""
-    yield from _read_csv(_lines(fh), columns)
-
-
-def _read_csv(lines: Iterable[tuple[int, bytes | None]], columns: CsvColumns = EVENT_COLUMNS) -> Iterator[RawRow]:
+def _read_csv(lines: Iterable[tuple[int, bytes | None]], schema: RowSchema) -> Iterator[RawRow]:
     """CSV rows by header. Bytes that are not UTF-8 are kept as surrogates while the row is
     split, so that such a row is refused alone; a spreadsheet's BOM, CRLF and empty rows are fine."""
     too_long: set[int] = set()
@@ -304,7 +306,7 @@ def _read_csv(lines: Iterable[tuple[int, bytes | None]], columns: CsvColumns = E
     rows = _csv_rows(csv.reader(text()))
     for start, row in rows:
         if isinstance(row, list) and _filled(row):
-            names = _columns(start, row, columns)
+            columns = _columns(start, row, schema)
             break
         if isinstance(row, str):
             yield RawRow(start, None, row)
@@ -316,7 +318,7 @@ def _read_csv(lines: Iterable[tuple[int, bytes | None]], columns: CsvColumns = E
         elif isinstance(row, str):
             yield RawRow(start, None, row)
         elif _filled(row):
-            yield _csv_row(start, row, names)
+            yield _csv_row(start, row, columns)
 
 
 def _csv_rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
@@ -338,16 +340,16 @@ def _filled(row: list[str]) -> bool:
     return any(cell.strip() for cell in row)
 
 
-def _columns(line: int, header: list[str], columns: CsvColumns) -> list[str]:
+def _columns(line: int, header: list[str], schema: RowSchema) -> list[str]:
     """The header's column names ('' for an unnamed column), or `EventFileError`."""
     names = [name.strip() for name in header]
     for name in names:
-        if not _storable(name) or (name and name not in columns.allowed):
-            raise EventFileError(line, f"unknown column {_short(name)} (columns: {', '.join(columns.allowed)})")
+        if not _storable(name) or (name and name not in schema.columns):
+            raise EventFileError(line, f"unknown column {_short(name)} (columns: {', '.join(schema.columns)})")
     for name in names:
         if name and names.count(name) > 1:
             raise EventFileError(line, f"column {name!r} appears more than once in the header")
-    for name in columns.required:
+    for name in schema.required:
         if name not in names:
             raise EventFileError(line, f"no column {name!r} in the header")
     return names

@@ -17,6 +17,9 @@ Policies evaluated on the log (policies/ope.py has the estimators):
   `targeting:` block, else the one given on the command line (default: hybrid at 0.5, segments
   from every `ctx_` column except the eligibility attributes) — so a team can judge
   targeting on its own history before switching it on;
+- `social` (when a social graph is given): the same blend with the `social` recommender
+  (LightGCN over the graph and the log's conversions), at the targeting's strength,
+  temperature and layers — so a team can judge the social signal on its own history;
 - `logging`: the policy that produced the log (its mean reward).
 
 Both fitted policies are *cross-fitted* (Chernozhukov et al. 2018, "Double/debiased machine
@@ -45,7 +48,7 @@ from rich.table import Table
 
 from engine.measures import MetricType
 from engine.spec import ExperimentSpec, Recommender, Targeting, declared_policy
-from engine.store import Store
+from engine.store import Store, StoredGraph
 from engine.targeting import HistoryRow, fit_targeting
 from policies.bandits.arm_stats import stats_from_sums
 from policies.bandits.choice import eligible_weights_per_unit
@@ -58,7 +61,7 @@ REQUIRED = ("arm", "reward", "propensity")
 OPTIONAL = ("unit", "timestamp")
 CONTEXT_PREFIX = "ctx_"
 FOLDS = 2
-POLICIES = ("targeted", "context_free", "logging")
+POLICIES = ("targeted", "social", "context_free", "logging")
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,16 @@ def evaluation_targeting(spec: ExperimentSpec, rows: Sequence[LogRow], recommend
     if recommender is not None:
         changes["recommender"] = recommender
         if recommender is not Recommender.HYBRID:
-            changes |= {"cf_weight": None, "content_weight": None}
+            changes |= {"cf_weight": None, "content_weight": None, "social_weight": None}
     if strength is not None:
         changes["strength"] = strength
     return Targeting.model_validate(declared.model_dump() | changes)
+
+
+def social_targeting(targeting: Targeting) -> Targeting:
+    """`targeting` with the social recommender in place of its own (same strength and temperature)."""
+    return Targeting.model_validate(targeting.model_dump() | {
+        "recommender": Recommender.SOCIAL, "cf_weight": None, "content_weight": None, "social_weight": None})
 
 
 def _masks(spec: ExperimentSpec, rows: Sequence[LogRow]) -> np.ndarray:
@@ -198,14 +207,19 @@ class Evaluation:
     seed: int
     values: dict[str, PolicyValue] = field(default_factory=dict)
 
+    @property
+    def policies(self) -> list[str]:
+        """The policies evaluated, in the order of POLICIES (`social` only with a graph)."""
+        return [name for name in POLICIES if name in self.values]
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             name: {e: (None if (v := self.values[name].estimates[e]) is None
                        else {"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high}) for e in ESTIMATORS}
-            for name in POLICIES
+            for name in self.policies
         }
         out["diagnostics"] = {name: {"effective_sample_size": self.values[name].effective_sample_size,
-                                     "max_weight": self.values[name].max_weight} for name in POLICIES}
+                                     "max_weight": self.values[name].max_weight} for name in self.policies}
         out["log"] = {"experiment": self.experiment, "rows": self.rows, "skipped": self.skipped,
                       "uniform_logging": self.uniform_logging, "folds": FOLDS, "resamples": self.resamples,
                       "seed": self.seed, "interval": "95% percentile bootstrap over rows",
@@ -214,8 +228,9 @@ class Evaluation:
 
 
 def evaluate_log(spec: ExperimentSpec, rows: Sequence[LogRow], targeting: Targeting, *, seed: int = 0,
-                 resamples: int = 1000, skipped: int = 0) -> Evaluation:
-    """Replay, IPS, SNIPS and DR for the targeted, context-free and logging policies (module doc)."""
+                 resamples: int = 1000, skipped: int = 0, graph: StoredGraph | None = None) -> Evaluation:
+    """Replay, IPS, SNIPS and DR for the targeted, context-free and logging policies, and the
+    social one when `graph` is given (module doc)."""
     if len(rows) < 2 * FOLDS:
         raise ValueError(f"need at least {2 * FOLDS} good rows to cross-fit, got {len(rows)}")
     k = len(spec.arms)
@@ -225,21 +240,25 @@ def evaluate_log(spec: ExperimentSpec, rows: Sequence[LogRow], targeting: Target
     masks = _masks(spec, rows)
     fold_rng, fit_rng, ope_rng = np.random.default_rng(seed).spawn(3)
     fold = fold_rng.permutation(len(rows)) % FOLDS
-    targeted, context_free, reward_model = np.zeros((3, len(rows), k))
+    fitted = {"targeted": targeting} | ({"social": social_targeting(targeting)} if graph is not None else {})
+    targets = {name: np.zeros((len(rows), k)) for name in fitted}
+    context_free, reward_model = np.zeros((2, len(rows), k))
     units = [r.unit if r.unit is not None else f"line-{r.line}" for r in rows]
     for f in range(FOLDS):
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         weights = _context_free_weights(spec, _arm_stats(spec, arms[train], rewards[train]), fit_rng)
         context_free[test] = eligible_weights_per_unit(weights, masks[test])
-        model = fit_targeting(spec, targeting, [HistoryRow(units[i], rows[i].arm, rows[i].reward > 0, rows[i].context)
-                                                for i in train], fit_rng)
-        segment = np.array([-1 if (s := model.segment_of(r.context)) is None else s for r in rows], dtype=np.intp)
-        history = np.array([model.units.get(units[i], -1) for i in test], dtype=np.intp)
-        scores, _ = model.recommender.scores_many(history, segment[test])
-        targeted[test], _ = blend_per_unit(weights, scores, masks[test], targeting.strength, targeting.temperature)
-        reward_model[test] = _reward_model(segment, arms, rewards, train, k)[segment[test]]
+        history = [HistoryRow(units[i], rows[i].arm, rows[i].reward > 0, rows[i].context) for i in train]
+        for name, chosen in fitted.items():
+            model = fit_targeting(spec, chosen, history, fit_rng, graph=graph if chosen.uses_graph else None)
+            segment = np.array([-1 if (s := model.segment_of(r.context)) is None else s for r in rows], dtype=np.intp)
+            known = np.array([model.units.get(units[i], -1) for i in test], dtype=np.intp)
+            scores, _ = model.recommender.scores_many(known, segment[test])
+            targets[name][test], _ = blend_per_unit(weights, scores, masks[test], chosen.strength, chosen.temperature)
+            if name == "targeted":
+                reward_model[test] = _reward_model(segment, arms, rewards, train, k)[segment[test]]
     uniform = is_uniform_logging(log, masks.sum(axis=1))
-    values = evaluate_policies(log, {"targeted": targeted, "context_free": context_free, "logging": None},
+    values = evaluate_policies(log, {**targets, "context_free": context_free, "logging": None},
                                reward_model, ope_rng, uniform=uniform, resamples=resamples)
     return Evaluation(spec.key, len(rows), skipped, uniform, targeting, resamples, seed, values)
 
@@ -260,7 +279,7 @@ def render_evaluation(evaluation: Evaluation, console: Console) -> None:
     table = Table(title=f"{evaluation.experiment}: off-policy evaluation of {evaluation.rows:,} logged decisions")
     for column in ("policy", "estimator", "value", "95% interval", "eff. sample"):
         table.add_column(column, justify="left" if column in ("policy", "estimator") else "right")
-    for name in POLICIES:
+    for name in evaluation.policies:
         ess = f"{data['diagnostics'][name]['effective_sample_size']:,.0f}"
         for estimator in ESTIMATORS:
             v = data[name][estimator]

@@ -1,4 +1,6 @@
 """The decision service: FastAPI routes over one `Engine` per process (`crosspromo serve`).
+Why this module is one piece (about 400 lines): the routes, their request bodies and the one
+error boundary they share are read together; each route is a few lines over one engine call.
 
 Every request body is read with a size cap and parsed strictly (NaN and Infinity are not
 JSON), so bad input gets a 4xx with a reason. Store outages never surface as errors: the
@@ -38,6 +40,7 @@ from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
 from engine.db import StoreError, is_unavailable
 from engine.events import Event
+from engine.graph import Edge
 from engine.incident import record_incident
 from engine.spool import Spool, SpoolFullError
 
@@ -100,9 +103,18 @@ class EventsRequest(TypedDict):
                       Field(min_length=1, max_length=MAX_BATCH)]
 
 
-DECIDE_BODY, BATCH_BODY, EVENTS_BODY = (TypeAdapter(t) for t in (DecideRequest, BatchDecideRequest, EventsRequest))
+class EdgesRequest(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    # Checked one by one as events are: a bad edge is `rejected[i]`, the others are stored.
+    edges: Annotated[list[Annotated[Any, WithJsonSchema(Edge.model_json_schema())]],
+                     Field(min_length=1, max_length=MAX_BATCH)]
+
+
+BODIES = (DecideRequest, BatchDecideRequest, EventsRequest, EdgesRequest)
+DECIDE_BODY, BATCH_BODY, EVENTS_BODY, EDGES_BODY = (TypeAdapter(t) for t in BODIES)
 _BODY_REFS, _BODY_SCHEMAS = TypeAdapter.json_schemas(
-    [(t.__name__, "validation", TypeAdapter(t)) for t in (DecideRequest, BatchDecideRequest, EventsRequest)],
+    [(t.__name__, "validation", TypeAdapter(t)) for t in BODIES],
     ref_template="#/components/schemas/{model}",
 )
 
@@ -307,6 +319,15 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
             "rejected": [{"index": line - 1, "error": error} for line, error in summary.rejected],
         }
         return JSONResponse(answer, status_code=202 if summary.spooled else 200)
+
+    @app.post("/v1/graph/edges", dependencies=[admin], openapi_extra=body_spec(EdgesRequest))
+    async def graph_edges(request: Request) -> JSONResponse:
+        body = await read_json(request, EDGES_BODY, max_body_bytes)
+        summary = await run_in_threadpool(engine.ingest_graph, body["edges"])
+        return JSONResponse({
+            "accepted": summary.accepted, "updated": summary.updated, "duplicates": summary.duplicates,
+            "rejected": [{"index": line - 1, "error": error} for line, error in summary.rejected],
+        })
 
     @app.get("/v1/experiments", dependencies=[admin])
     async def experiments() -> list[dict[str, Any]]:

@@ -189,6 +189,7 @@ class Recommender(StrEnum):
     ITEM_CF = "item_cf"
     CONTENT = "content"
     SVD = "svd"
+    SOCIAL = "social"
     HYBRID = "hybrid"
 
 
@@ -196,15 +197,19 @@ class Targeting(Model):
     """Recommender-weighted targeting of a bandit (policies/targeting.py has the blend).
 
     `strength` 0 is the bandit alone, 1 the recommender's ranking alone; `cf_weight` and
-    `content_weight` mix the hybrid (default 0.5 each); `segments` is k of the k-means on the
-    `segments_from` context attributes; the model is refitted every `refit_every_seconds`.
+    `content_weight` mix the hybrid (default 0.5 each) and `social_weight` adds the social
+    scores to it (default 0: off); `layers` is the social propagation's depth (default 2);
+    `segments` is k of the k-means on the `segments_from` context attributes; the model is
+    refitted every `refit_every_seconds`, the social graph read anew each time.
     """
 
     recommender: Recommender
     strength: Probability = 0.5
     cf_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     content_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    social_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     factors: Annotated[int, Field(ge=1)] = 8
+    layers: Annotated[int, Field(ge=1, le=8)] | None = None
     temperature: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 0.05
     segments_from: tuple[str, ...] = ()
     segments: Annotated[int, Field(ge=1, le=1000)] = 8
@@ -213,6 +218,12 @@ class Targeting(Model):
     @property
     def active(self) -> bool:
         return self.recommender is not Recommender.NONE and self.strength > 0
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether refits read the social graph: `social`, or a hybrid with a social weight."""
+        return self.recommender is Recommender.SOCIAL or (
+            self.recommender is Recommender.HYBRID and bool(self.social_weight))
 
 
 class Analysis(Model):
@@ -391,11 +402,13 @@ def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
         if spec.kind is not Kind.BANDIT:
             yield ("targeting",), "targeting applies to bandits; an ab_test keeps its fixed split"
         hybrid = targeting.recommender is Recommender.HYBRID
-        for name in ("cf_weight", "content_weight"):
+        for name in ("cf_weight", "content_weight", "social_weight"):
             if getattr(targeting, name) is not None and not hybrid:
                 yield ("targeting", name), "applies to the hybrid recommender only"
-        if hybrid and targeting.cf_weight == 0 and targeting.content_weight == 0:
-            yield ("targeting", "cf_weight"), "cf_weight and content_weight cannot both be 0"
+        if hybrid and targeting.cf_weight == 0 and targeting.content_weight == 0 and not targeting.social_weight:
+            yield ("targeting", "cf_weight"), "cf_weight and content_weight cannot both be 0 without a social_weight"
+        if targeting.layers is not None and not targeting.uses_graph:
+            yield ("targeting", "layers"), "applies to the social recommender and a hybrid with a social_weight only"
         if len(set(targeting.segments_from)) != len(targeting.segments_from):
             yield ("targeting", "segments_from"), "lists an attribute twice"
 

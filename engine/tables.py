@@ -224,6 +224,22 @@ class ArmTagRow(SQLModel, table=True):
     predicted_at: datetime
 
 
+class GraphEdgeRow(SQLModel, table=True):
+    """An edge of the users' social graph: `kind` is follow (directed: `source` follows
+    `target`), share or referral (undirected, stored with `source` < `target`). One row per
+    (source, target, kind); `weight` is finite and > 0, the last one ingested; `created_at` is
+    when the edge was first stored, `updated_at` when its weight last changed."""
+
+    __tablename__ = "graph_edges"
+
+    source: str = Field(primary_key=True, max_length=256)
+    target: str = Field(primary_key=True, max_length=256)
+    kind: str = Field(primary_key=True, max_length=16)
+    weight: float = 1.0
+    created_at: datetime
+    updated_at: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -238,3 +254,4 @@ METRIC_STATS = MetricStatsRow.__table__  # type: ignore[attr-defined]
 ARM_EXCLUSIONS = ArmExclusionRow.__table__  # type: ignore[attr-defined]
 WEIGHTS_HISTORY = WeightsRow.__table__  # type: ignore[attr-defined]
 ARM_TAGS = ArmTagRow.__table__  # type: ignore[attr-defined]
+GRAPH_EDGES = GraphEdgeRow.__table__  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@
 `fit_targeting` turns (unit, arm, converted, context) rows into the arrays `policies/`
 works on, fits the segments and the recommender, and returns a `TargetingModel` that answers
 a unit's scores on the decide path from memory (no SQL): the unit's history row if it ever
-converted, its segment from the current context, or None (cold start).
+converted, its social scores if a conversion is within its reach in the social graph (a
+`social` recommender or a hybrid with a social weight), its segment from the current context,
+or None (cold start).
 
 Context attributes (`targeting.segments_from`) are encoded as: numbers (every value seen is
 a number, or a string that parses as one) standardised to mean 0 and variance 1; lists (or
@@ -16,13 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.spec import ExperimentSpec, Recommender, Targeting
 from policies.targeting.recommender import FittedRecommender, Interactions, RecommenderConfig, fit_recommender
 from policies.targeting.segments import Segmentation, fit_segments
+from policies.targeting.social import DEFAULT_LAYERS, SocialGraph
+
+if TYPE_CHECKING:
+    from engine.store.graph import StoredGraph
 
 SEGMENT_CACHE_SIZE = 10_000
 UNIT_CACHE_SIZE = 100_000
@@ -129,6 +135,8 @@ def recommender_config(targeting: Targeting) -> RecommenderConfig:
         cf_weight=targeting.cf_weight if hybrid and targeting.cf_weight is not None else 0.5,
         content_weight=targeting.content_weight if hybrid and targeting.content_weight is not None else 0.5,
         factors=targeting.factors,
+        social_weight=targeting.social_weight if hybrid and targeting.social_weight is not None else 0.0,
+        layers=targeting.layers if targeting.layers is not None else DEFAULT_LAYERS,
     )
 
 
@@ -182,10 +190,13 @@ class TargetingModel:
 
 
 def fit_targeting(spec: ExperimentSpec, targeting: Targeting, rows: Sequence[HistoryRow],
-                  rng: np.random.Generator, predicted: Mapping[str, Sequence[str]] | None = None) -> TargetingModel:
+                  rng: np.random.Generator, predicted: Mapping[str, Sequence[str]] | None = None,
+                  graph: StoredGraph | None = None) -> TargetingModel:
     """Fit segments (k-means on the encoded contexts) and the recommender on logged decisions;
-    `predicted` holds the classifier's tags of arms that declare none (`arm_tokens`)."""
-    index: dict[str, int] = {}
+    `predicted` holds the classifier's tags of arms that declare none (`arm_tokens`), `graph` the
+    social graph when the recommender uses it. The model knows a unit when it converted or,
+    social, when a conversion is within its reach."""
+    index: dict[str, int] = {u: i for i, u in enumerate(graph.units)} if graph is not None else {}
     units = np.array([index.setdefault(r.unit, len(index)) for r in rows], dtype=np.intp)
     arms = np.array([r.arm for r in rows], dtype=np.intp)
     converted = np.array([r.converted for r in rows], dtype=bool)
@@ -213,6 +224,10 @@ def fit_targeting(spec: ExperimentSpec, targeting: Targeting, rows: Sequence[His
             segments[known] = segmentation.assign(features)[inverse[known]]
     interactions = Interactions(units, arms, converted, segments, len(index), len(spec.arms),
                                 segmentation.count if segmentation is not None else 0)
-    model = fit_recommender(interactions, arm_tokens(spec, predicted), recommender_config(targeting), rng)
-    converters = set(units[converted].tolist())
-    return TargetingModel(model, {u: i for u, i in index.items() if i in converters}, encoder, segmentation)
+    social = None if graph is None else SocialGraph(graph.sources, graph.targets, graph.weights, graph.directed,
+                                                    len(index))
+    model = fit_recommender(interactions, arm_tokens(spec, predicted), recommender_config(targeting), rng, social)
+    known = set(units[converted].tolist())
+    if model.social is not None:
+        known.update(np.flatnonzero(np.abs(model.social).max(axis=1, initial=0.0) > 0).tolist())
+    return TargetingModel(model, {u: i for u, i in index.items() if i in known}, encoder, segmentation)

@@ -150,8 +150,8 @@ class Upkeep:
         return None if live.model is None else live.model.scores(unit, context)
 
     def refit_targeting(self, live: Live) -> None:
-        """Refit the experiment's recommender from its logged decisions and the tags predicted
-        for its arms that declare none (two queries)."""
+        """Refit the experiment's recommender from its logged decisions, the tags predicted for
+        its arms that declare none and, when it uses them, every edge of the social graph."""
         from engine.tags import predicted_tags
         from engine.targeting import HistoryRow, fit_targeting  # scipy.sparse: only where targeting is on
 
@@ -163,6 +163,7 @@ class Upkeep:
             rows = self.store.decision_history(spec.key, spec.traffic.phase)
             untagged = any(not a.tags for a in spec.arms)
             predicted = predicted_tags(spec, self.store.arm_tags(spec.key)) if untagged else {}
+            graph = self.store.graph() if targeting.uses_graph else None
         except Exception as exc:
             self.health.failed(exc, "refitting the recommender")
             live.model_at = self._clock()  # keep the old model; retry on the next cadence
@@ -170,7 +171,7 @@ class Upkeep:
         self.health.ok()
         history = [HistoryRow(unit, index[arm], bool(converted), json.loads(ctx) if ctx else {})
                    for unit, arm, converted, ctx in rows if arm in index]
-        model = fit_targeting(spec, targeting, history, self._rng, predicted)
+        model = fit_targeting(spec, targeting, history, self._rng, predicted=predicted, graph=graph)
         with self._lock:
             live.model, live.model_at = model, self._clock()
 

@@ -19,12 +19,13 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError
 
 from engine.db import check_sqlite_file, create_engine, read, write
-from engine.events import Event
+from engine.events import Event, utcnow
 from engine.migrations import bring_to_head
 from engine.spec import ExperimentSpec
 from engine.store.aggregates import ArmAggregate, Tally, read_aggregates, read_tally
 from engine.store.decisions import Exposure, claim_assignment, history_query, insert_exposures, log_query, recent_sums
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
+from engine.store.graph import EdgeOutcome, EdgeRecord, StoredGraph, count_edges, read_graph, upsert_edges
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
 from engine.store.quarantine import quarantine, read_quarantine, write_isolating
 from engine.store.tags import ArmTags, read_tags, write_tags
@@ -39,8 +40,8 @@ from engine.store.weights import (
 from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
-    "ArmAggregate", "ArmTags", "DECISIONS", "EventOutcome", "Exposure", "PlanItem", "Store", "StoredExperiment",
-    "Tally", "check_event", "imported_decision_id",
+    "ArmAggregate", "ArmTags", "DECISIONS", "EdgeOutcome", "EdgeRecord", "EventOutcome", "Exposure", "PlanItem",
+    "Store", "StoredExperiment", "StoredGraph", "Tally", "check_event", "imported_decision_id",
 ]
 
 T = TypeVar("T")
@@ -152,6 +153,31 @@ class Store:
         return write_isolating(events, lambda part: self._transaction(lambda conn: EventBatch(conn, experiments)
                                                                       .apply(part)),
                                lambda left, right, _: left.merged(right), refused)
+
+    # -- social graph ----------------------------------------------------------------------
+
+    def upsert_edges(self, edges: Sequence[tuple[int, EdgeRecord]]) -> EdgeOutcome:
+        """Store validated edges ((index, edge)) in one transaction (`graph.upsert_edges`); an
+        edge the database refuses is quarantined and rejected with its index, the rest stored."""
+        if not edges:
+            return EdgeOutcome()
+
+        def refused(item: tuple[int, EdgeRecord], reason: str) -> EdgeOutcome:
+            self._quarantine("edge", reason, item[1]._asdict())
+            return EdgeOutcome(rejected=[(item[0], f"the database refused it (quarantined): {reason}")])
+
+        now = utcnow()
+        return write_isolating(edges, lambda part: self._transaction(lambda conn: upsert_edges(conn, part, now)),
+                               lambda left, right, _: left.merged(right), refused)
+
+    def graph(self) -> StoredGraph:
+        """Every stored edge as arrays (`graph.read_graph`): what social refits propagate over."""
+        with read(self.sa) as conn:
+            return read_graph(conn)
+
+    def edge_counts(self) -> dict[str, int]:
+        with read(self.sa) as conn:
+            return count_edges(conn)
 
     def _quarantine(self, kind: str, reason: str, record: dict[str, Any]) -> None:
         with write(self.sa) as conn:

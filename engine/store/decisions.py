@@ -185,10 +185,11 @@ def recent_sums(conn: Connection, key: str, phase: int, arms: Sequence[str], lim
 
 
 def history_query(key: str, phase: int) -> Select[Any]:
-    """(unit, arm, converted, context_json) of every logged decision of the phase: the
-    recommender's training data."""
+    """(unit, arm, converted, context_json) of every logged decision of the phase, oldest first
+    (the social check needs the order): the recommender's training data."""
     d = DECISIONS.c
-    return select(d.unit, d.arm, d.converted, d.context_json).where(d.experiment == key, d.phase == phase)
+    return (select(d.unit, d.arm, d.converted, d.context_json).where(d.experiment == key, d.phase == phase)
+            .order_by(d.ts))
 
 
 def log_query(key: str, phase: int) -> Select[Any]:

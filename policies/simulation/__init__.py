@@ -1,8 +1,9 @@
 """Simulators that let policies and tests be judged against a known truth.
 
-`population` draws users with latent segments and per-arm conversion rates, `bandits`
-runs allocation policies against fixed or drifting arm rates (regret, best-arm share),
-`targeting` runs targeted against context-free bandits on a drawn population, `units` draws
+`population` draws users with latent segments and per-arm conversion rates, `graph` draws
+social graphs over them with homophily, `bandits` runs allocation policies against fixed or
+drifting arm rates (regret, best-arm share), `targeting` runs targeted against context-free
+bandits on a drawn population (with its social graph, for the social signal), `units` draws
 units that decide several times each (user-level against per-decision analysis), `decisions`
 simulates the ship decision of an A/B test with guardrail metrics, and `launch` runs new
 campaigns known only by their tags under content targeting or the plain bandit.

@@ -3,8 +3,11 @@
 Mirrors the engine: every `refit_every` users the bandit's weights are recomputed from the
 per-arm sums so far and, when targeting, the segments (k-means on the one-hot contexts seen
 so far) and the recommender are refitted from every decision so far; the users of the next
-block are then drawn from the blend of those weights with their segment's scores (users are
-new, so they have no history of their own). Outcomes are common random numbers: user i
+block are then drawn from the blend of those weights with their scores: their segment's
+(users are new, so they have no history of their own) and, with a social `graph` over the
+users, their LightGCN scores from the conversions within their reach. Users whose context is
+not known (`context_known` False) have no segment: without a graph they are cold starts and
+get the bandit alone. Outcomes are common random numbers: user i
 converts on arm a iff `u[i, a] < rate[i, a]`, with `u` from the first generator spawned from
 `rng`, so a targeted and a context-free run with the same seed face the same users.
 """
@@ -24,6 +27,7 @@ from policies.simulation.population import Population, one_hot
 from policies.targeting.blend import blend_per_unit, check_strength, check_temperature
 from policies.targeting.recommender import Interactions, RecommenderConfig, fit_recommender
 from policies.targeting.segments import fit_segments
+from policies.targeting.social import SocialGraph
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,22 @@ def simulate_targeting(
     setup: TargetingSetup | None,
     refit_every: int = 2_000,
     masks: NDArray[np.bool_] | None = None,
+    graph: SocialGraph | None = None,
+    context_known: NDArray[np.bool_] | None = None,
 ) -> TargetingRun:
-    """Run `policy` (binary metric), targeted by `setup` or context-free (None), on `population`."""
+    """Run `policy` (binary metric), targeted by `setup` or context-free (None), on `population`;
+    `graph` (over the population's users, in order) feeds a recommender that uses one."""
     n, k = population.size, population.rates.shape[1]
     if refit_every < 1:
         raise ValueError("refit_every must be >= 1")
     masks = np.ones((n, k), dtype=bool) if masks is None else np.asarray(masks, dtype=bool)
     if masks.shape != (n, k):
         raise ValueError(f"masks must have shape {(n, k)}")
+    if graph is not None and graph.n_units != n:
+        raise ValueError(f"the graph has {graph.n_units} users, the population {n}")
+    known = np.ones(n, dtype=bool) if context_known is None else np.asarray(context_known, dtype=bool)
+    if known.shape != (n,):
+        raise ValueError(f"context_known must have shape {(n,)}")
     outcome_rng, policy_rng = rng.spawn(2)
     converts = outcome_rng.random((n, k)) < population.user_rates()
     # Users share a few attribute combinations: segments are fitted and assigned per distinct one.
@@ -89,14 +101,14 @@ def simulate_targeting(
         stop = min(start + refit_every, n)
         weights = policy.weights(stats_from_sums("binary", exposures, conversions, conversions), policy_rng)
         if setup is not None and start > 0:
-            counts = np.bincount(inverse[:start], minlength=len(points))
-            present = counts > 0
-            segmentation = fit_segments(points[present], setup.segments, policy_rng, counts=counts[present])
-            labels = segmentation.assign(points)[inverse]
+            labels, count = _segments(points, inverse, known, start, setup.segments, policy_rng)
+            # With a graph, unit i is user i (the graph's node) and later users are rows without history.
+            n_units = n if graph is not None else start
             seen = Interactions(np.arange(start, dtype=np.intp), arms[:start], converted[:start], labels[:start],
-                                start, k, segmentation.count)
-            model = fit_recommender(seen, arm_tokens, setup.config, policy_rng)
-            scores = model.segment_scores[labels[start:stop]]
+                                n_units, k, count)
+            model = fit_recommender(seen, arm_tokens, setup.config, policy_rng, graph)
+            block = np.arange(start, stop, dtype=np.intp) if graph is not None else np.full(stop - start, -1)
+            scores, _ = model.scores_many(block, labels[start:stop])
             probabilities, tilted[start:stop] = blend_per_unit(weights, scores, masks[start:stop],
                                                                setup.strength, setup.temperature)
         else:
@@ -107,3 +119,15 @@ def simulate_targeting(
         exposures += np.bincount(draws.arms, minlength=k)
         conversions += np.bincount(draws.arms, won.astype(float), minlength=k)
     return TargetingRun(arms, propensities, converted, tilted)
+
+
+def _segments(points: NDArray[np.float64], inverse: NDArray[np.intp], known: NDArray[np.bool_], start: int,
+              k: int, rng: np.random.Generator) -> tuple[NDArray[np.intp], int]:
+    """Every user's segment (-1 where the context is unknown) from k-means on the distinct
+    contexts of the first `start` users whose context is known, and the number of segments."""
+    counts = np.bincount(inverse[:start][known[:start]], minlength=len(points))
+    present = counts > 0
+    if not present.any():
+        return np.full(len(inverse), -1, dtype=np.intp), 0
+    segmentation = fit_segments(points[present], k, rng, counts=counts[present])
+    return np.where(known, segmentation.assign(points)[inverse], -1), segmentation.count

@@ -23,8 +23,13 @@ Methods (`profile` p is a row vector over arms):
 - `svd`: PureSVD (Cremonesi, Koren & Turrin 2010): truncated SVD `H ~ U S V^T` of the history
   matrix by `scipy.sparse.linalg.svds`, and scores `p @ V V^T` (the profile projected onto the
   top `factors` item factors; rank at most arms - 1);
-- `hybrid`: `cf_weight * item_cf + content_weight * content`, each part divided by its
-  largest absolute entry for the unit so the weights mix comparable numbers.
+- `social`: LightGCN-style propagation over the social graph joined with the units x arms
+  conversion graph (`policies.targeting.social`, He et al. 2020). It scores a *unit*, not a
+  profile: a unit known to neither the history nor the graph, or whose reach holds no
+  conversion, is a cold start. The scores are used only once the log shows that neighbours'
+  conversions predict a unit's own (`social_evidence`); until then every unit is a cold start;
+- `hybrid`: `cf_weight * item_cf + content_weight * content + social_weight * social`, each
+  part divided by its largest absolute entry for the unit so the weights mix comparable numbers.
 """
 
 from __future__ import annotations
@@ -41,37 +46,55 @@ from scipy import sparse
 from scipy.sparse.linalg import svds
 
 from policies.targeting.shrinkage import shrunk_means
+from policies.targeting.social import (
+    DEFAULT_LAYERS,
+    SocialEvidence,
+    SocialGraph,
+    check_layers,
+    social_evidence,
+    social_scores,
+)
 
 FloatArray = NDArray[np.float64]
-Method = Literal["item_cf", "content", "svd", "hybrid"]
+Method = Literal["item_cf", "content", "svd", "social", "hybrid"]
 METHODS: tuple[Method, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)
 class RecommenderConfig:
-    """Which method, the hybrid's mix (alpha = `cf_weight`, beta = `content_weight`), SVD rank."""
+    """Which method, the hybrid's mix (alpha = `cf_weight`, beta = `content_weight`, gamma =
+    `social_weight`), SVD rank, and the propagation's `layers` (social)."""
 
     method: Method = "hybrid"
     cf_weight: float = 0.5
     content_weight: float = 0.5
     factors: int = 8
+    social_weight: float = 0.0
+    layers: int = DEFAULT_LAYERS
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        for name in ("cf_weight", "content_weight"):
+        for name in ("cf_weight", "content_weight", "social_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.method == "hybrid" and self.cf_weight + self.content_weight <= 0:
-            raise ValueError("a hybrid needs cf_weight + content_weight > 0")
+        if self.method == "hybrid" and self.cf_weight + self.content_weight + self.social_weight <= 0:
+            raise ValueError("a hybrid needs cf_weight + content_weight + social_weight > 0")
         if isinstance(self.factors, bool) or self.factors < 1:
             raise ValueError(f"factors must be an integer >= 1, got {self.factors!r}")
+        check_layers(self.layers)
+
+    @property
+    def uses_social(self) -> bool:
+        """Whether the scores depend on the social graph (and the social scores are fitted)."""
+        return self.method == "social" or (self.method == "hybrid" and self.social_weight > 0)
 
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
-    """Logged decisions, one entry per row: unit and arm indices, converted, segment (-1: unknown)."""
+    """Logged decisions, one entry per row in the order they were made: unit and arm indices,
+    converted, segment (-1: unknown)."""
 
     units: NDArray[np.intp]
     arms: NDArray[np.intp]
@@ -124,6 +147,8 @@ class FittedRecommender:
     arm_vectors: FloatArray  # arms x vocabulary, L2-normalised TF-IDF
     item_factors: FloatArray  # arms x rank, right singular vectors of the history
     segment_profiles: FloatArray  # segments x arms, shrunk rates divided by each row's maximum
+    social: FloatArray | None = None  # units x arms LightGCN scores, when used (see social_evidence)
+    social_evidence: SocialEvidence | None = None  # the test that decided, when the method uses the graph
 
     @cached_property
     def segment_scores(self) -> FloatArray:
@@ -139,8 +164,9 @@ class FittedRecommender:
     def n_arms(self) -> int:
         return int(self.item_similarity.shape[0])
 
-    def score_profiles(self, profiles: FloatArray) -> FloatArray:
-        """The method's scores (rows x arms) of profile rows (rows x arms)."""
+    def score_profiles(self, profiles: FloatArray, social: FloatArray | None = None) -> FloatArray:
+        """The method's scores (rows x arms) of profile rows (rows x arms), with the rows' social
+        scores (None: no unit behind the rows, as for a segment's profile)."""
         p = np.atleast_2d(np.asarray(profiles, dtype=float))
         method = self.config.method
         if method == "item_cf":
@@ -149,8 +175,13 @@ class FittedRecommender:
             return self._content(p)
         if method == "svd":
             return (p @ self.item_factors) @ self.item_factors.T
+        if method == "social":
+            return np.zeros_like(p) if social is None else social
         cf, content = _max_normalised(p @ self.item_similarity), _max_normalised(self._content(p))
-        return self.config.cf_weight * cf + self.config.content_weight * content
+        mix = self.config.cf_weight * cf + self.config.content_weight * content
+        if social is not None and self.config.social_weight > 0:
+            mix = mix + self.config.social_weight * _max_normalised(social)
+        return mix
 
     def _content(self, p: FloatArray) -> FloatArray:
         return _l2_normalised(p @ self.arm_vectors) @ self.arm_vectors.T
@@ -167,11 +198,24 @@ class FittedRecommender:
             out[seg] += self.segment_profiles[segments[seg]]
         return out
 
+    def social_rows(self, units: NDArray[np.intp]) -> FloatArray | None:
+        """The units' social scores (zeros for unit -1); None when the method uses none."""
+        if self.social is None:
+            return None
+        units = np.asarray(units, dtype=np.intp)
+        out = np.zeros((units.size, self.n_arms))
+        known = units >= 0
+        out[known] = self.social[units[known]]
+        return out
+
     def scores_many(self, units: NDArray[np.intp], segments: NDArray[np.intp]) -> tuple[FloatArray, NDArray[np.bool_]]:
         """Scores (rows x arms) and whether each row is informative (False: cold start)."""
         profiles = self.profiles(units, segments)
-        scores = self.score_profiles(profiles)
+        social = self.social_rows(units)
+        scores = self.score_profiles(profiles, social)
         informative = np.abs(profiles).sum(axis=1) > 0
+        if social is not None:
+            informative |= np.abs(social).sum(axis=1) > 0
         return scores, informative & (np.ptp(scores, axis=1) > 0)
 
     def scores(self, unit: int | None, segment: int | None) -> FloatArray | None:
@@ -192,9 +236,11 @@ def _l2_normalised(rows: FloatArray) -> FloatArray:
 
 def fit_recommender(
     interactions: Interactions, arm_tokens: Sequence[Sequence[str]], config: RecommenderConfig,
-    rng: np.random.Generator,
+    rng: np.random.Generator, graph: SocialGraph | None = None,
 ) -> FittedRecommender:
-    """Fit every part the method needs from the logged decisions (O(decisions + arms^2))."""
+    """Fit every part the method needs from the logged decisions (O(decisions + arms^2)) and,
+    when it uses them, the social scores over `graph`, whose unit indices are the
+    interactions' (O(layers x arms x (edges + units)))."""
     k = interactions.n_arms
     if len(arm_tokens) != k:
         raise ValueError(f"arm_tokens has {len(arm_tokens)} entries for {k} arms")
@@ -210,7 +256,12 @@ def fit_recommender(
     similarity = np.divide(gram, np.outer(norms, norms), out=np.zeros_like(gram), where=np.outer(norms, norms) > 0)
     arm_vectors = tfidf(arm_tokens).toarray()
     factors = _item_factors(history, config.factors, rng) if config.method == "svd" else np.zeros((k, 0))
-    return FittedRecommender(config, history, similarity, arm_vectors, factors, _segment_profiles(interactions))
+    evidence = social = None
+    if config.uses_social:
+        evidence = social_evidence(interactions.units, interactions.arms, conv, graph, k)
+        social = social_scores(history, graph, config.layers) if evidence.predictive else None
+    return FittedRecommender(config, history, similarity, arm_vectors, factors, _segment_profiles(interactions),
+                             social, evidence)
 
 
 def _item_factors(history: sparse.csr_matrix, factors: int, rng: np.random.Generator) -> FloatArray:

@@ -239,11 +239,13 @@ def test_openapi_declares_every_request_body(client: TestClient) -> None:
               for path, ops in spec["paths"].items() for method, op in ops.items() if method == "post"}
     assert bodies == {"/v1/experiments/{key}/decisions": {"$ref": "#/components/schemas/DecideRequest"},
                       "/v1/experiments/{key}/decisions:batch": {"$ref": "#/components/schemas/BatchDecideRequest"},
-                      "/v1/events": {"$ref": "#/components/schemas/EventsRequest"}}
+                      "/v1/events": {"$ref": "#/components/schemas/EventsRequest"},
+                      "/v1/graph/edges": {"$ref": "#/components/schemas/EdgesRequest"}}
     schemas = spec["components"]["schemas"]
     assert schemas["DecideRequest"]["required"] == ["unit"]
     assert schemas["BatchDecideRequest"]["properties"]["units"]["maxItems"] == 10_000
     assert schemas["EventsRequest"]["properties"]["events"]["items"]["required"] == ["event_id", "experiment"]
+    assert schemas["EdgesRequest"]["properties"]["edges"]["items"]["required"] == ["source", "target", "kind"]
 def test_an_event_whose_ts_overflows_utc_is_rejected_alone(client: TestClient) -> None:
     """9999-12-31T23:59:59-01:00 is past year 9999 in UTC: it once failed the whole batch with a 500."""
     events = [{"event_id": "x1", "type": "exposure", "experiment": "landing", "unit": "u1", "arm": "control"},

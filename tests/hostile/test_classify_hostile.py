@@ -144,7 +144,7 @@ BAD_FILES: list[tuple[str, str | None, str | bytes, list[str], int, list[str]]] 
     ("folds-not-a-number", "c.yaml", GOOD_YAML, ["--folds", "five"], 2, ["--folds"]),
     ("negative-seed", "c.yaml", GOOD_YAML, ["--seed", "-1"], 2, ["--seed"]),
     ("bad-format", "c.yaml", GOOD_YAML, ["--format", "xml"], 2, ["--format"]),
-    ("write-tags-store-is-a-directory", "c.yaml", GOOD_YAML, ["--write-tags", "--db", "sqlite:///{tmp}"], 4,
+    ("write-tags-store-is-a-directory", "c.yaml", GOOD_YAML, ["--write-tags", "--db", "sqlite:///{tmp}"], 5,
      ["store"]),
 ]
 
