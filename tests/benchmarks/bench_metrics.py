@@ -117,30 +117,39 @@ def _empty(engine: Engine) -> None:
         conn.execute(ARM_STATS.update().values(exposures=0, conversions=0, total=0.0, total_sq=0.0))
 
 
-def report_seconds(units: int, repeats: int) -> float:
-    """Median time of the JSON report of the 3-metric experiment holding `units` units: each
-    decided once (the columnar batch path), one in ten converting on each metric."""
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = _store(Path(tmp), None)
+def _report_store(directory: Path, units: int) -> Engine:
+    """A store whose 3-metric experiment holds `units` units: each decided once (the columnar
+    batch path), one in ten converting on each metric."""
+    engine = _store(directory, None)
+    names = [f"u{u}" for u in range(units)]
+    for start in range(0, units, 100_000):
+        engine.decide_many("users", names[start:start + 100_000])
+    engine.flush()
+    events = [{"event_id": f"c{u}-{metric}", "experiment": "users", "unit": names[u], "metric": metric,
+               **({"value": 5.0} if metric == "revenue" else {})}
+              for metric in ("purchase", "revenue", "unsubscribe") for u in range(0, units, 10)]
+    for start in range(0, len(events), 100_000):
+        engine.ingest(events[start:start + 100_000])
+    assert sum(a["exposures"] for a in engine.report("users").to_dict()["arms"]) == units
+    return engine
+
+
+def report_seconds(small: int, large: int, repeats: int) -> tuple[float, float]:
+    """Median times of the JSON report on a store of `small` units and one of `large` units,
+    timed in turn so that both see the same machine."""
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        engines = (_report_store(Path(a), small), _report_store(Path(b), large))
         try:
-            names = [f"u{u}" for u in range(units)]
-            for start in range(0, units, 100_000):
-                engine.decide_many("users", names[start:start + 100_000])
-            engine.flush()
-            events = [{"event_id": f"c{u}-{metric}", "experiment": "users", "unit": names[u], "metric": metric,
-                       **({"value": 5.0} if metric == "revenue" else {})}
-                      for metric in ("purchase", "revenue", "unsubscribe") for u in range(0, units, 10)]
-            for start in range(0, len(events), 100_000):
-                engine.ingest(events[start:start + 100_000])
-            assert sum(a["exposures"] for a in engine.report("users").to_dict()["arms"]) == units
-            times = []
+            times: tuple[list[float], list[float]] = ([], [])
             for _ in range(repeats):
-                started = time.perf_counter()
-                engine.report("users").to_json()
-                times.append(time.perf_counter() - started)
-            return statistics.median(times)
+                for engine, out in zip(engines, times, strict=True):
+                    started = time.perf_counter()
+                    engine.report("users").to_json()
+                    out.append(time.perf_counter() - started)
+            return statistics.median(times[0]), statistics.median(times[1])
         finally:
-            engine.close()
+            for engine in engines:
+                engine.close()
 
 
 def main() -> None:
@@ -160,9 +169,10 @@ def main() -> None:
         rows.append(Row(f"intake, users x 3 metrics vs per-decision, {name}", ours, "events/s", peer,
                         "per-decision path, 1 metric", "ratio >= 0.8", ours / peer >= 0.8,
                         f"{units:,} units x {per_unit + 1} events, median of {repeats}"))
-    small, large = report_seconds(1_000, 7), report_seconds(big, 7)
+    small, large = report_seconds(1_000, big, 15)
     rows.append(Row(f"report json, {big:,} units x 3 metrics", large * 1000, "ms", small * 1000,
-                    "same report on 1,000 units", "ratio <= 1.5", large / small <= 1.5, "median of 7"))
+                    "same report on 1,000 units", "ratio <= 1.5", large / small <= 1.5,
+                    "median of 15, the two stores timed in turn"))
     print_table(rows)
     write_report(args.out, "bench_metrics", " ".join(["python", *sys.argv]), rows, ("sqlalchemy", "psycopg"),
                  quick=args.quick, units=units, report_units=big)
