@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -306,7 +307,7 @@ class ExperimentSpec(Model):
     def arm_keys(self) -> tuple[str, ...]:
         return tuple(a.key for a in self.arms)
 
-    @property
+    @cached_property
     def measures(self) -> tuple[Metric, ...]:
         """Every metric, the primary first."""
         declared = self.metrics or ((self.metric,) if self.metric is not None else ())
@@ -316,11 +317,13 @@ class ExperimentSpec(Model):
     def primary(self) -> Metric:
         return self.measures[0]
 
+    @cached_property
+    def _measures_by_name(self) -> dict[str, Metric]:
+        return {m.name: m for m in self.measures}
+
     def measure(self, name: str | None) -> Metric | None:
         """The metric called `name` (None: the primary), or None if there is none."""
-        if name is None:
-            return self.primary
-        return next((m for m in self.measures if m.name == name), None)
+        return self.primary if name is None else self._measures_by_name.get(name)
 
     def arm_costs(self, channel_costs: Mapping[str, float]) -> tuple[float, ...]:
         """Each arm's cost per decision: its own `cost`, else its channel's default (else 0)."""
