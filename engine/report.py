@@ -20,6 +20,7 @@ from policies.stats.analysis import AnalysisConfig, analyze
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
 from policies.stats.planning import GuardrailDesign
 from policies.stats.verdicts import VariantOutcome, Verdict
+from policies.sufficient import ArmStats
 
 
 def analysis_config(spec: ExperimentSpec, metric: Metric | None = None,
@@ -62,6 +63,8 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         if section["role"] == MetricRole.GUARDRAIL.value:
             _attach_guardrails(section, [g for g in guards if g.metric == section["name"]])
     excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
+    if excluded:
+        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), excluded, rng)
     channels = {a.key: a.channel.value for a in spec.arms}
     value_metric = next((m for m in spec.measures if m.revenue), None)
     for i, row in enumerate(primary["arms"]):
@@ -118,6 +121,24 @@ def _attach_guardrails(section: dict[str, Any], guards: list[GuardrailResult]) -
 # What a metric declares; with its analysis (`arms`, `test`, `verdict`) an entry of `metrics`.
 _METRIC_FACTS = ("name", "role", "type", "window", "direction", "margin", "net")
 _METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
+
+
+def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats: Sequence[ArmStats],
+                           excluded: dict[str, str], rng: np.random.Generator) -> None:
+    """A bandit that took arms out of traffic can only ship one of the others: `prob_best`,
+    `expected_loss` and the verdict are those of the arms still in traffic (null for the others)."""
+    keep = [i for i, arm in enumerate(spec.arm_keys) if arm not in excluded]
+    if len(keep) < 2:
+        return
+    arms = [spec.arm_keys[i] for i in keep]
+    within = analyze(arms, [stats[i] for i in keep], kind=spec.kind.value,
+                     control=spec.control if spec.control in arms else None, expected_weights=None,
+                     config=analysis_config(spec), rng=rng).to_dict()
+    judged = {row["arm"]: row for row in within["arms"]}
+    for row in primary["arms"]:
+        for key in ("prob_best", "expected_loss"):
+            row[key] = judged[row["arm"]][key] if row["arm"] in judged else None
+    primary["verdict"] = within["verdict"]
 
 
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
