@@ -129,6 +129,10 @@ def test_a_bandit_takes_a_harmful_arm_out_of_traffic_for_the_phase(engine: Engin
     report = engine.report("channels").to_dict()
     sms = next(a for a in report["arms"] if a["arm"] == "sms")
     assert sms["weight"] == 0.0 and "guardrail 'unsubscribe'" in sms["excluded"]
+    # Judged among the arms still in traffic: sms (the best converter) can no longer win.
+    assert sms["prob_best"] is None
+    assert sum(a["prob_best"] for a in report["arms"] if a["arm"] != "sms") == pytest.approx(1.0)
+    assert report["verdict"]["winner"] != "sms" and "taken out of traffic" in report["verdict"]["reason"]
 
 
 def test_a_bandit_without_harm_keeps_every_arm(engine: Engine) -> None:
