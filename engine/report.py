@@ -84,17 +84,21 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         **{k: v for k, v in primary.items() if k not in _METRIC_FACTS},
         "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
-    data["verdict"] = _ship_decision(spec, primary, guards)
+    data["verdict"] = _ship_decision(spec, primary, guards, excluded)
     return Report(data)
 
 
-def _ship_decision(spec: ExperimentSpec, primary: dict[str, Any], guards: list[GuardrailResult]) -> dict[str, Any]:
-    """The verdict: the primary metric's, with every guardrail of the winner required."""
+def _ship_decision(spec: ExperimentSpec, primary: dict[str, Any], guards: list[GuardrailResult],
+                   excluded: dict[str, str]) -> dict[str, Any]:
+    """The verdict: the primary metric's, with every guardrail of the winner required. A bandit
+    is judged on the arms still in traffic; those taken out are named with why."""
     verdict = Verdict(**primary["verdict"])
     if not guards:
         return primary["verdict"]
     if spec.kind is Kind.BANDIT:
-        return asdict(bandit_guardrail_verdict(verdict, guards))
+        judged = bandit_guardrail_verdict(verdict, [g for g in guards if g.arm not in excluded])
+        out = "; ".join(f"{arm!r} ({reason})" for arm, reason in excluded.items())
+        return asdict(judged) | ({"reason": f"{judged.reason}; taken out of traffic: {out}"} if excluded else {})
     p_adjusted = {a["arm"]: (a["p_value_adjusted"], a["lift"]) for a in primary["arms"]}
     variants = [VariantOutcome(c["arm"], c["difference"], p_adjusted[c["arm"]][1], p_adjusted[c["arm"]][0])
                 for c in primary["comparisons"] if p_adjusted[c["arm"]][0] is not None]
