@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from engine.spec import ExperimentSpec, Loc, cross_field_problems, json_problems
+from engine.payload import Loc, json_problems
+from engine.spec import ExperimentSpec, cross_field_problems
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
