@@ -50,6 +50,7 @@ RETRY_AFTER = {"Retry-After": "5"}  # seconds; the background upkeep retries the
 class Role(StrEnum):
     DECIDE = "decide"  # services: decisions and their outcome events
     ADMIN = "admin"  # everything, including experiments and reports
+    VIEWER = "viewer"  # the dashboard only: reads results, never decides or records
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,19 @@ class ApiKeys:
 
     admin: str | None
     decide: str | None
+    viewer: str | None = None
 
     @classmethod
     def from_env(cls, config: EngineConfig) -> ApiKeys:
-        return cls(os.environ.get(config.admin_key_env) or None, os.environ.get(config.decide_key_env) or None)
+        return cls(*(os.environ.get(name) or None
+                     for name in (config.admin_key_env, config.decide_key_env, config.viewer_key_env)))
 
     def role_of(self, token: str) -> Role | None:
         # Compare against every key so the time taken does not reveal which one matched.
-        is_admin = self.admin is not None and hmac.compare_digest(token.encode(), self.admin.encode())
-        is_decide = self.decide is not None and hmac.compare_digest(token.encode(), self.decide.encode())
-        return Role.ADMIN if is_admin else Role.DECIDE if is_decide else None
+        matches = [key is not None and hmac.compare_digest(token.encode(), key.encode())
+                   for key in (self.admin, self.decide, self.viewer)]
+        return next((role for role, hit in zip((Role.ADMIN, Role.DECIDE, Role.VIEWER), matches, strict=True) if hit),
+                    None)
 
 
 class ApiError(Exception):
@@ -263,6 +267,8 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
             granted = keys.role_of(token.strip())
             if granted is None:
                 raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+            if granted is Role.VIEWER:
+                raise ApiError(403, "a viewer key may read the dashboard only", "use a decide or admin key")
             if role is Role.ADMIN and granted is not Role.ADMIN:
                 raise ApiError(403, "this key may decide and record events only", "use an admin key")
             request.state.role = granted
@@ -319,6 +325,10 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         from engine.report import build_report
 
         return (await run_in_threadpool(build_report, engine, key)).to_dict()
+
+    from engine.dashboard import mount_dashboard
+
+    mount_dashboard(app, engine, keys, auth)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -386,7 +396,8 @@ def app_from_env() -> FastAPI:
     engine = Engine.open(config=config, spool=replica_spool(config), seed=int(seed) if seed else None)
     auth = os.environ.get("CROSSPROMO_NO_AUTH") != "1"
     keys = ApiKeys.from_env(config)
-    if auth and keys.admin is None and keys.decide is None:
-        raise SystemExit(f"error: no API keys: set {config.admin_key_env} and/or {config.decide_key_env} "
+    if auth and keys.admin is None and keys.decide is None and keys.viewer is None:
+        raise SystemExit(f"error: no API keys: set {config.admin_key_env}, {config.decide_key_env} and/or "
+                         f"{config.viewer_key_env} "
                          "(or pass --no-auth for local use)")
     return create_app(engine, keys, config.max_body_bytes, auth)

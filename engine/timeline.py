@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -78,3 +78,53 @@ def conversion_timeline(sa: SAEngine, experiment: str, phase: int, arms: Sequenc
         for arm, i in index.items()
     })
 
+
+
+def recent_timeline(sa: SAEngine, experiment: str, phase: int, totals: Mapping[str, tuple[int, int, float]],
+                    limit: int = 5000, points: int = 60) -> Timeline:
+    """Running totals over the newest `limit` exposures, anchored on the arms' current `totals`
+    (exposures, conversions, value: the O(arms) aggregates).
+
+    The cost is bounded whatever the size of the store: the newest rows are read through the
+    `(experiment, phase, ts)` index, and each earlier checkpoint is the total minus what came
+    after it, so the curve is exact over the window it covers (the whole phase when it holds
+    fewer than `limit` exposures). `conversion_timeline` covers the whole phase by a scan.
+    """
+    if limit < 1 or points < 1:
+        raise ValueError(f"limit and points must be >= 1, got {limit} and {points}")
+    d = DECISIONS.c
+    query = (select(d.ts, d.arm, d.converted, d.value)
+             .where(d.experiment == experiment, d.phase == phase)
+             .order_by(d.ts.desc(), d.decision_id.desc()).limit(limit))
+    with read(sa) as conn:
+        rows = conn.execute(query).all()[::-1]  # oldest first
+    arms = list(totals)
+    index = {arm: i for i, arm in enumerate(arms)}
+    per_row = np.zeros((3, len(arms), len(rows)))
+    for j, (_, arm, converted, value) in enumerate(rows):
+        if arm in index:
+            per_row[:, index[arm], j] = (1, bool(converted), value or 0.0)
+    # Checkpoint k ends after row `ends[k]`; the first one sits just before the window.
+    ends = np.unique(np.linspace(0, len(rows), min(points, len(rows)) + 1).round().astype(int))
+    later = per_row[:, :, ::-1].cumsum(axis=2)[:, :, ::-1]  # what came at or after each row
+    after = np.concatenate([later, np.zeros((3, len(arms), 1))], axis=2)[:, :, ends]
+    now = np.array([totals[a] for a in arms], dtype=float).T[:, :, None]
+    running = np.maximum(now - after, 0)
+    stamps = [rows[0][0] if k == 0 else rows[k - 1][0] for k in ends] if rows else []
+    ts = np.array([_naive_utc(t) for t in stamps], dtype="datetime64[us]")
+    return Timeline(experiment, phase, ts, {
+        arm: ArmTimeline(running[0, i].astype(np.int64), running[1, i].astype(np.int64), running[2, i])
+        for arm, i in index.items()
+    })
+
+
+def last_exposure(sa: SAEngine, experiment: str, phase: int) -> datetime | None:
+    """The time of the phase's newest exposure (one probe of the `(experiment, phase, ts)` index)."""
+    d = DECISIONS.c
+    with read(sa) as conn:
+        ts = conn.execute(select(func.max(d.ts)).where(d.experiment == experiment, d.phase == phase)).scalar()
+    return None if ts is None else ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
