@@ -38,13 +38,14 @@ from engine.dashboard_auth import (
     tokens_match,
 )
 from engine.dashboard_view import (
-    arm_colours,
+    PALETTE,
     exposure_progress,
     forest_plot,
     guardrail_state,
     posterior_chart,
     sparkline,
     timeline_charts,
+    timeline_span,
     version_history,
     weights_chart,
 )
@@ -142,9 +143,9 @@ class Dashboard:
             "report": report, "spec": stored.spec, "charts": {k: v for k, v in charts.items() if v is not None},
             "history": history[::-1][:20], "refreshes": len(history), "blocks": blocks(report),
             "guardrail": guardrail_state(report), "progress": exposure_progress(report),
-            "verdict_words": VERDICT_WORDS.get(report["verdict"]["status"]), "colours": {arm: i % 8 for i, arm in enumerate(stored.spec.arm_keys)},
-            "window": int(timeline.arms[report["arms"][0]["arm"]].exposures[-1] - timeline.arms[
-                report["arms"][0]["arm"]].exposures[0]) if len(timeline.ts) else 0,
+            "verdict_words": VERDICT_WORDS.get(report["verdict"]["status"]),
+            "colours": {arm: i % len(PALETTE) for i, arm in enumerate(stored.spec.arm_keys)},
+            "window": timeline_span(timeline),
             "last": last_exposure(self.engine.store.sa, stored.spec.key, stored.phase),
         }
 

@@ -8,6 +8,7 @@ Pure functions of their inputs: the routes in `engine.dashboard` read the store 
 from __future__ import annotations
 
 import difflib
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,13 +94,22 @@ def timeline_charts(report: dict[str, Any], timeline: Timeline) -> tuple[dict[st
     return rate_chart, lift_chart
 
 
+def timeline_span(timeline: Timeline) -> int:
+    """How many exposures the timeline's checkpoints cover (all arms)."""
+    if len(timeline.ts) == 0:
+        return 0
+    return int(sum(t.exposures[-1] - t.exposures[0] for t in timeline.arms.values()))
+
+
 def weights_chart(history: Sequence[WeightsEntry], arms: Sequence[str]) -> dict[str, Any] | None:
     """The share of traffic each refresh gave every arm; the hover text carries the refresh's reason."""
     if not history:
         return None
     colours = arm_colours(arms)
     x = [h.ts.isoformat(timespec="seconds") for h in history]
-    reasons = [h.reason for h in history]
+    # Plotly draws its text as markup (a subset of HTML, entities decoded): escaped, a reason
+    # reads as written and cannot add tags or links.
+    reasons = [html.escape(h.reason) for h in history]
     return {
         "data": [{"type": "scatter", "mode": "lines", "stackgroup": "weights", "name": arm, "x": x,
                   "y": [float(h.weights.get(arm, 0.0)) for h in history], "text": reasons,
