@@ -14,6 +14,7 @@ served from the installed `plotly` package (no CDN, nothing copied into the repo
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -57,7 +58,7 @@ from engine.timeline import last_exposure, recent_timeline
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescape is on for .html
 STATIC = HERE / "static"
-REFRESH_SECONDS = 30
+REFRESH_ENV = "CROSSPROMO_DASHBOARD_REFRESH_SECONDS"  # how often open pages update (default 30)
 TIMELINE_LIMIT = 5000  # newest exposures behind the cumulative charts
 SPARK_LIMIT = 500
 WEIGHTS_LIMIT = 500  # newest refreshes in the weights chart
@@ -170,7 +171,9 @@ def _filtered(rows: list[dict[str, Any]], status: str, owner: str, sort: str, de
 
 def _page(request: Request, name: str, context: dict[str, Any], session: Session | None, status: int = 200
           ) -> HTMLResponse:
-    return TEMPLATES.TemplateResponse(request, name, {"session": session, "refresh": REFRESH_SECONDS, **context},
+    refresh = os.environ.get(REFRESH_ENV, "")
+    return TEMPLATES.TemplateResponse(request, name, {"session": session, "refresh": int(refresh) if refresh.isdigit()
+                                                      else 30, **context},
                                       status_code=status)
 
 

@@ -56,17 +56,23 @@ def forest_plot(report: dict[str, Any]) -> dict[str, Any] | None:
         "hovertemplate": "%{y}: lift %{x:.1%}<extra></extra>",
     }
     layout = _layout(f"Lift of {report['metric']['name']} over {report.get('control') or 'control'}",
-                     "relative lift (interval of the report's test)", "", xaxis={"tickformat": ".0%", "zeroline": True})
+                     "relative lift (interval of the report's test)", "", xaxis={"tickformat": ".0%", "zeroline": True},
+                     yaxis={"automargin": True})
     layout["shapes"] = [{"type": "line", "x0": 0, "x1": 0, "yref": "paper", "y0": 0, "y1": 1,
                          "line": {"color": "#555", "dash": "dot"}}]
     return {"data": [trace], "layout": layout}
 
 
 def timeline_charts(report: dict[str, Any], timeline: Timeline) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """Cumulative rate per arm (per decision) and each variant's cumulative lift over the control."""
+    """Cumulative rate per arm (per decision) and each variant's cumulative lift over the control,
+    against the exposures so far (all arms), with each checkpoint's time in the hover text: an
+    even axis however bursty the traffic."""
     if len(timeline.ts) == 0:
         return None
-    x = [str(t) for t in np.datetime_as_string(timeline.ts, unit="s")]
+    x = [int(v) for v in sum(t.exposures for t in timeline.arms.values())]
+    when = [f"{t} UTC" for t in np.datetime_as_string(timeline.ts, unit="s")]
+    hover = "%{fullData.name}: %{y:" + (".3f" if report["metric"]["type"] == "revenue" else ".2%") + \
+        "}<br>%{x:,} exposures, %{text}<extra></extra>"
     colours = arm_colours(list(timeline.arms))
     revenue = report["metric"]["type"] == "revenue"
     rates = {}
@@ -74,9 +80,9 @@ def timeline_charts(report: dict[str, Any], timeline: Timeline) -> tuple[dict[st
         num = t.value if revenue else t.conversions
         rates[arm] = np.divide(num, t.exposures, out=np.full(len(x), np.nan), where=t.exposures > 0)
     rate_chart = {
-        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": x, "y": _finite(r),
-                  "line": {"color": colours[arm]}} for arm, r in rates.items()],
-        "layout": _layout(f"Cumulative {'value' if revenue else 'conversion rate'} per decision", "time (UTC)",
+        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": x, "y": _finite(r), "text": when,
+                  "hovertemplate": hover, "line": {"color": colours[arm]}} for arm, r in rates.items()],
+        "layout": _layout(f"Cumulative {'value' if revenue else 'conversion rate'} per decision", "exposures so far",
                           "mean value" if revenue else "rate", yaxis={} if revenue else {"tickformat": ".1%"}),
     }
     control = report.get("control")
@@ -86,9 +92,10 @@ def timeline_charts(report: dict[str, Any], timeline: Timeline) -> tuple[dict[st
     lifts = {arm: np.divide(r - base, base, out=np.full(len(x), np.nan), where=base > 0)
              for arm, r in rates.items() if arm != control}
     lift_chart = {
-        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": x, "y": _finite(v),
+        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": x, "y": _finite(v), "text": when,
+                  "hovertemplate": hover.replace(":.3f", ":.1%").replace(":.2%", ":.1%"),
                   "line": {"color": colours[arm]}} for arm, v in lifts.items()],
-        "layout": _layout(f"Cumulative lift over {control}", "time (UTC)", "relative lift",
+        "layout": _layout(f"Cumulative lift over {control}", "exposures so far", "relative lift",
                           yaxis={"tickformat": ".0%"}),
     }
     return rate_chart, lift_chart

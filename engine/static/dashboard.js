@@ -36,7 +36,7 @@
     if (data) { draw(JSON.parse(data.textContent)); }
     var root = document.querySelector("[data-refresh]");
     if (root) {
-      var seconds = Math.max(5, parseInt(root.dataset.seconds, 10) || 30);
+      var seconds = Math.max(2, parseInt(root.dataset.seconds, 10) || 30);
       window.setInterval(function () { if (!document.hidden) { refresh(root); } }, seconds * 1000);
     }
   });
