@@ -59,9 +59,9 @@ HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescape is on for .html
 STATIC = HERE / "static"
 REFRESH_ENV = "CROSSPROMO_DASHBOARD_REFRESH_SECONDS"  # how often open pages update (default 30)
-TIMELINE_LIMIT = 5000  # newest exposures behind the cumulative charts
-SPARK_LIMIT = 500
-WEIGHTS_LIMIT = 500  # newest refreshes in the weights chart
+TIMELINE_LIMIT = 1500  # newest exposures behind the cumulative charts
+SPARK_LIMIT = 400
+WEIGHTS_LIMIT = 200  # newest refreshes in the weights chart
 SORTS = ("key", "status", "kind", "owner", "verdict", "exposures", "last")
 STATUSES = ("draft", "running", "paused", "stopped", "concluded")
 VERDICT_WORDS = {

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, String, case, func, select, type_coerce
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine.db import read
@@ -81,7 +81,7 @@ def conversion_timeline(sa: SAEngine, experiment: str, phase: int, arms: Sequenc
 
 
 def recent_timeline(sa: SAEngine, experiment: str, phase: int, totals: Mapping[str, tuple[int, int, float]],
-                    limit: int = 5000, points: int = 60) -> Timeline:
+                    limit: int = 2000, points: int = 60) -> Timeline:
     """Running totals over the newest `limit` exposures, anchored on the arms' current `totals`
     (exposures, conversions, value: the O(arms) aggregates).
 
@@ -93,25 +93,29 @@ def recent_timeline(sa: SAEngine, experiment: str, phase: int, totals: Mapping[s
     if limit < 1 or points < 1:
         raise ValueError(f"limit and points must be >= 1, got {limit} and {points}")
     d = DECISIONS.c
-    query = (select(d.ts, d.arm, d.converted, d.value)
+    # The time as stored (no per-row datetime parsing): only the checkpoints' times are parsed.
+    # Index order alone (no tie-break on the id, which would sort the whole phase): rows of the
+    # same time may fall either side of a checkpoint, which then still holds its exact totals.
+    query = (select(type_coerce(d.ts, String), d.arm, d.converted, d.value)
              .where(d.experiment == experiment, d.phase == phase)
-             .order_by(d.ts.desc(), d.decision_id.desc()).limit(limit))
+             .order_by(d.ts.desc()).limit(limit))
     with read(sa) as conn:
         rows = conn.execute(query).all()[::-1]  # oldest first
     arms = list(totals)
     index = {arm: i for i, arm in enumerate(arms)}
-    per_row = np.zeros((3, len(arms), len(rows)))
-    for j, (_, arm, converted, value) in enumerate(rows):
-        if arm in index:
-            per_row[:, index[arm], j] = (1, bool(converted), value or 0.0)
-    # Checkpoint k ends after row `ends[k]`; the first one sits just before the window.
+    known = [(index[arm], j, bool(converted), value or 0.0) for j, (_, arm, converted, value) in enumerate(rows)
+             if arm in index]
+    per_row = np.zeros((3, len(arms), len(rows) + 1))  # the extra column: nothing after the newest row
+    if known:
+        a, j, converted, value = (np.array(c) for c in zip(*known, strict=True))
+        per_row[0, a, j], per_row[1, a, j], per_row[2, a, j] = 1, converted, value
+    # Checkpoint k ends after row `ends[k] - 1`; the first one sits just before the window.
     ends = np.unique(np.linspace(0, len(rows), min(points, len(rows)) + 1).round().astype(int))
-    later = per_row[:, :, ::-1].cumsum(axis=2)[:, :, ::-1]  # what came at or after each row
-    after = np.concatenate([later, np.zeros((3, len(arms), 1))], axis=2)[:, :, ends]
+    after = per_row[:, :, ::-1].cumsum(axis=2)[:, :, ::-1][:, :, ends]  # what came after each checkpoint
     now = np.array([totals[a] for a in arms], dtype=float).T[:, :, None]
     running = np.maximum(now - after, 0)
-    stamps = [rows[0][0] if k == 0 else rows[k - 1][0] for k in ends] if rows else []
-    ts = np.array([_naive_utc(t) for t in stamps], dtype="datetime64[us]")
+    stamps = [rows[max(k - 1, 0)][0] for k in ends] if rows else []
+    ts = np.array([_naive_utc(_parse_ts(t)) for t in stamps], dtype="datetime64[us]")
     return Timeline(experiment, phase, ts, {
         arm: ArmTimeline(running[0, i].astype(np.int64), running[1, i].astype(np.int64), running[2, i])
         for arm, i in index.items()
@@ -124,6 +128,11 @@ def last_exposure(sa: SAEngine, experiment: str, phase: int) -> datetime | None:
     with read(sa) as conn:
         ts = conn.execute(select(func.max(d.ts)).where(d.experiment == experiment, d.phase == phase)).scalar()
     return None if ts is None else ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _parse_ts(value: str | datetime) -> datetime:
+    """A stored time: SQLite keeps ISO text, PostgreSQL gives a datetime (as text: with its offset)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _naive_utc(ts: datetime) -> datetime:
