@@ -626,7 +626,7 @@ def dashboard(
     """Serve the results dashboard read-only (open on loopback; elsewhere viewers sign in with a key)."""
     import uvicorn
 
-    from engine.dashboard import create_dashboard_app
+    from engine.dashboard_app import create_dashboard_app
     from engine.server import ApiKeys
 
     config = settings()

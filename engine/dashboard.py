@@ -330,14 +330,3 @@ def mount_dashboard(app: FastAPI, engine: Engine, keys: Any, auth: bool) -> None
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/", 307)
-
-
-def create_dashboard_app(engine: Engine, keys: Any, auth: bool) -> FastAPI:
-    """The dashboard alone (`crosspromo dashboard`): no decision or event routes at all."""
-    from engine.server import ErrorBoundary, add_error_handlers
-
-    app = FastAPI(title="crosspromo dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(ErrorBoundary)
-    add_error_handlers(app)
-    mount_dashboard(app, engine, keys, auth)
-    return app

@@ -36,6 +36,7 @@ from typing_extensions import TypedDict
 
 from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
+from engine.dashboard import mount_dashboard
 from engine.db import StoreError, is_unavailable
 from engine.events import Event
 from engine.incident import record_incident
@@ -63,15 +64,14 @@ class ApiKeys:
 
     @classmethod
     def from_env(cls, config: EngineConfig) -> ApiKeys:
-        return cls(*(os.environ.get(name) or None
-                     for name in (config.admin_key_env, config.decide_key_env, config.viewer_key_env)))
+        return cls(*(os.environ.get(n) or None for n in (config.admin_key_env, config.decide_key_env,
+                                                         config.viewer_key_env)))
 
     def role_of(self, token: str) -> Role | None:
         # Compare against every key so the time taken does not reveal which one matched.
-        matches = [key is not None and hmac.compare_digest(token.encode(), key.encode())
-                   for key in (self.admin, self.decide, self.viewer)]
-        return next((role for role, hit in zip((Role.ADMIN, Role.DECIDE, Role.VIEWER), matches, strict=True) if hit),
-                    None)
+        hits = [(role, key is not None and hmac.compare_digest(token.encode(), key.encode()))
+                for role, key in ((Role.ADMIN, self.admin), (Role.DECIDE, self.decide), (Role.VIEWER, self.viewer))]
+        return next((role for role, hit in hits if hit), None)
 
 
 class ApiError(Exception):
@@ -326,9 +326,7 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
 
         return (await run_in_threadpool(build_report, engine, key)).to_dict()
 
-    from engine.dashboard import mount_dashboard
-
-    mount_dashboard(app, engine, keys, auth)
+    mount_dashboard(app, engine, keys, auth)  # the results pages under /ui/
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -398,6 +396,5 @@ def app_from_env() -> FastAPI:
     keys = ApiKeys.from_env(config)
     if auth and keys.admin is None and keys.decide is None and keys.viewer is None:
         raise SystemExit(f"error: no API keys: set {config.admin_key_env}, {config.decide_key_env} and/or "
-                         f"{config.viewer_key_env} "
-                         "(or pass --no-auth for local use)")
+                         f"{config.viewer_key_env} (or pass --no-auth for local use)")
     return create_app(engine, keys, config.max_body_bytes, auth)

@@ -124,7 +124,7 @@ def compare(url: str, path: str, keys: list[str], runs: int) -> tuple[float, flo
     from fastapi.testclient import TestClient
 
     from engine.api import Engine
-    from engine.dashboard import create_dashboard_app
+    from engine.dashboard_app import create_dashboard_app
     from engine.report import build_report
     from engine.server import ApiKeys
 

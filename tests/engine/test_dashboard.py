@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from engine.api import Engine
 from engine.cli import app as cli
-from engine.dashboard import create_dashboard_app
+from engine.dashboard_app import create_dashboard_app
 from engine.dashboard_auth import CSRF_COOKIE, SESSION_COOKIE
 from engine.db import read
 from engine.server import ApiKeys, create_app

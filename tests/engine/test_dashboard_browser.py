@@ -4,10 +4,11 @@ ended by signing out); every chart must have drawn its data points; any console 
 error or alert fails the test; axe-core must find no serious or critical violation.
 
 Screenshots go to CROSSPROMO_ARTIFACTS (default: pytest's temporary directory); the README's
-screenshot, docs/dashboard.png, is written by `test_experiment_pages`.
+screenshot of the experiment page is made by `test_experiment_pages`.
 
 Skipped, with the reason, when chromium, Playwright or axe-core are missing; CI installs all
-three (.ci/run).
+three (.ci/browser.sh) and sets CROSSPROMO_REQUIRE_BROWSER=1, which turns those skips into failures.
+With CROSSPROMO_UPDATE_SCREENSHOT=1 the README's screenshot, docs/dashboard.png, is rewritten.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from engine.demo import run_demo
 from engine.server import ApiKeys, create_app
 from tests.samples import REPO, write_yaml
 
-playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+REQUIRED = os.environ.get("CROSSPROMO_REQUIRE_BROWSER") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip for want of a tool, or fail where the tools are required (CI)."""
+    (pytest.fail if REQUIRED else pytest.skip)(reason)
+
+
+try:
+    from playwright import sync_api as playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    playwright = None
 
 CHROMIUM = os.environ.get("CROSSPROMO_CHROMIUM", "/usr/bin/chromium")
 AXE_CACHE = Path(os.environ.get("CROSSPROMO_AXE_DIR", REPO / ".cache" / "axe-core"))
@@ -53,9 +65,14 @@ arms:
   - {{key: b, campaign: c, partner: music, channel: push}}
 """
 
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}: apt-get install chromium"),
-]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools() -> None:
+    if playwright is None:
+        unavailable("Playwright for Python is not installed: pip install -e '.[test]'")
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no chromium at {CHROMIUM}: apt-get install chromium (or run .ci/browser.sh)")
 
 
 def axe_source() -> str:
@@ -64,13 +81,13 @@ def axe_source() -> str:
     if not script.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip("axe-core is not cached and npm is missing: apt-get install npm")
+            unavailable("axe-core is not cached and npm is missing: run .ci/browser.sh")
         AXE_CACHE.mkdir(parents=True, exist_ok=True)
         done = subprocess.run([npm, "pack", "axe-core@4", "--silent"], cwd=AXE_CACHE, capture_output=True,
                               text=True, timeout=120)
         tarball = AXE_CACHE / done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout else None
         if tarball is None or not tarball.exists():
-            pytest.skip(f"cannot fetch axe-core with npm pack: {done.stderr.strip()[:200]}")
+            unavailable(f"cannot fetch axe-core with npm pack: {done.stderr.strip()[:200]}")
         subprocess.run(["tar", "-xzf", str(tarball), "-C", str(AXE_CACHE)], check=True)
     return script.read_text(encoding="utf-8")
 
@@ -138,7 +155,7 @@ def browser() -> Iterator[Any]:
         try:
             b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         except Exception as exc:  # a chromium that cannot start here (no display libs)
-            pytest.skip(f"chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+            unavailable(f"chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
         yield b
         b.close()
 
@@ -192,7 +209,9 @@ def test_experiment_pages(server: tuple[str, Engine], browser: Any, artefacts: P
             assert points == want and all(n > 0 for n in points), (key, name, points, want)
         if key == "art-training-crosspromo":
             assert {"forest", "rate", "lift", "weights", "posterior"} <= set(drawn)
-            page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
+            page.screenshot(path=str(artefacts / "dashboard.png"), full_page=True)
+            if os.environ.get("CROSSPROMO_UPDATE_SCREENSHOT") == "1":
+                shutil.copyfile(artefacts / "dashboard.png", REPO / "docs" / "dashboard.png")
         page.screenshot(path=str(artefacts / f"experiment-{key}.png"), full_page=True)
         seen_axe[key] = axe_violations(page, axe)
     hostile = page.evaluate("""() => ({inline: document.querySelectorAll(
