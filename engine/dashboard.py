@@ -114,9 +114,13 @@ class Dashboard:
         totals = {a.arm: (a.exposures, a.conversions, a.total) for a in aggregates}
         return recent_timeline(self.engine.store.sa, stored.spec.key, stored.phase, totals, limit, points)
 
-    def overview_rows(self) -> list[dict[str, Any]]:
+    def overview_rows(self, status: str = "", owner: str = "") -> list[dict[str, Any]]:
+        """One row per experiment of this status and owner (any, when empty): filtered on the
+        declaration before any report is built."""
         rows = []
         for stored in self.engine.experiments():
+            if (status and stored.spec.status.value != status) or (owner and stored.spec.owner != owner):
+                continue
             report = build_report(self.engine, stored.spec.key).to_dict()
             exposed, planned = exposure_progress(report)
             rows.append({
@@ -157,8 +161,7 @@ class Dashboard:
         return version_history([(version, at, json.loads(spec)) for version, at, spec in rows])
 
 
-def _filtered(rows: list[dict[str, Any]], status: str, owner: str, sort: str, desc: bool) -> list[dict[str, Any]]:
-    keep = [r for r in rows if (not status or r["report"]["status"] == status) and (not owner or r["owner"] == owner)]
+def _sorted(rows: list[dict[str, Any]], sort: str, desc: bool) -> list[dict[str, Any]]:
     epoch = datetime.min.replace(tzinfo=UTC)
     by = {
         "key": lambda r: r["report"]["experiment"], "status": lambda r: r["report"]["status"],
@@ -166,7 +169,7 @@ def _filtered(rows: list[dict[str, Any]], status: str, owner: str, sort: str, de
         "verdict": lambda r: r["report"]["verdict"]["status"], "exposures": lambda r: r["exposed"],
         "last": lambda r: r["last"] or epoch,
     }[sort]
-    return sorted(keep, key=by, reverse=desc)
+    return sorted(rows, key=by, reverse=desc)
 
 
 def _page(request: Request, name: str, context: dict[str, Any], session: Session | None, status: int = 200
@@ -197,21 +200,20 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: C901 - one nested funct
     async def overview(request: Request, status: str = "", owner: str = "", sort: str = "key",
                        order: str = "asc") -> HTMLResponse:
         session = dash.require(request)
-        rows = await run_in_threadpool(dash.overview_rows)
-        sort = sort if sort in SORTS else "key"
-        shown = _filtered(rows, status if status in STATUSES else "", owner, sort, order == "desc")
-        owners = sorted({r["owner"] for r in rows if r["owner"]})
+        status, sort = status if status in STATUSES else "", sort if sort in SORTS else "key"
+        rows = _sorted(await run_in_threadpool(dash.overview_rows, status, owner), sort, order == "desc")
+        every = await run_in_threadpool(dash.engine.experiments)
+        owners = sorted({s.spec.owner for s in every if s.spec.owner})
         return _page(request, "overview.html", {
-            "rows": shown, "total": len(rows), "owners": owners, "statuses": STATUSES,
+            "rows": rows, "total": len(every), "owners": owners, "statuses": STATUSES,
             "filters": {"status": status, "owner": owner, "sort": sort, "order": order}}, session)
 
     @router.get("/overview.json")
     async def overview_json(request: Request, status: str = "", owner: str = "", sort: str = "key",
                             order: str = "asc") -> JSONResponse:
         dash.require(request)
-        rows = await run_in_threadpool(dash.overview_rows)
-        shown = _filtered(rows, status if status in STATUSES else "", owner, sort if sort in SORTS else "key",
-                          order == "desc")
+        rows = await run_in_threadpool(dash.overview_rows, status if status in STATUSES else "", owner)
+        shown = _sorted(rows, sort if sort in SORTS else "key", order == "desc")
         html = TEMPLATES.get_template("_overview_rows.html").render(rows=shown)
         return JSONResponse({"fragments": {"overview-rows": html}, "charts": {}})
 

@@ -220,7 +220,16 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's, when PyYAM
 
 
 def spec_yaml(spec: dict[str, Any]) -> str:
-    return yaml.dump(spec, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
+    """The stored declaration as YAML, without the settings left unset (null), as one writes it."""
+    return yaml.dump(_set_only(spec), Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _set_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _set_only(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_only(v) for v in value]
+    return value
 
 
 def version_history(rows: Sequence[tuple[int, datetime, dict[str, Any]]]) -> list[Version]:

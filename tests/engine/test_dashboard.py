@@ -257,3 +257,14 @@ def test_dashboard_command_refuses_a_missing_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["dashboard", "--db", f"sqlite:///{tmp_path / 'absent.db'}"])
     assert result.exit_code == 2 and "no store at" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_viewer_key_env_is_named_in_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.config import parse_config
+
+    config = parse_config("server:\n  api_keys:\n    viewer_env: TEAM_DASHBOARD_KEY\n")
+    assert config.viewer_key_env == "TEAM_DASHBOARD_KEY"
+    assert parse_config("").viewer_key_env == "CROSSPROMO_VIEWER_KEY"
+    monkeypatch.setenv("TEAM_DASHBOARD_KEY", "v")
+    keys = ApiKeys.from_env(config)
+    assert keys.viewer == "v" and keys.role_of("v") is not None and keys.role_of("v").value == "viewer"
