@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy import select
 
 from engine.api import Engine, UnknownExperimentError
@@ -53,15 +55,27 @@ from engine.dashboard_view import (
 from engine.db import read
 from engine.report import blocks, build_report, render_markdown
 from engine.tables import VERSIONS
-from engine.timeline import last_exposure, recent_timeline
+from engine.timeline import last_exposure, recent_timeline, weights_over_time
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescape is on for .html
+
+
+def script_json(value: Any) -> Markup:
+    """JSON for a <script type="application/json"> block: orjson (fast on chart-sized data), with
+    the characters that could end the block or start markup escaped, as Jinja's `tojson` does."""
+    text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("'", "\\u0027")):
+        text = text.replace(char, escaped)
+    return Markup(text)
+
+
+TEMPLATES.env.filters["script_json"] = script_json
 STATIC = HERE / "static"
 REFRESH_ENV = "CROSSPROMO_DASHBOARD_REFRESH_SECONDS"  # how often open pages update (default 30)
-TIMELINE_LIMIT = 1500  # newest exposures behind the cumulative charts
+TIMELINE_LIMIT = 1000  # newest exposures behind the cumulative charts
 SPARK_LIMIT = 400
-WEIGHTS_LIMIT = 200  # newest refreshes in the weights chart
+WEIGHTS_POINTS = 60  # refreshes in the weights chart, spread over the whole phase
 SORTS = ("key", "status", "kind", "owner", "verdict", "exposures", "last")
 STATUSES = ("draft", "running", "paused", "stopped", "concluded")
 VERDICT_WORDS = {
@@ -91,6 +105,7 @@ class Dashboard:
     def __init__(self, engine: Engine, keys: Any, auth: bool) -> None:
         self.engine, self.keys, self.auth = engine, keys, auth
         self.signer = Signer()
+        self._versions: dict[str, tuple[int, list[Any]]] = {}
 
     # -- who is asking ---------------------------------------------------------------
 
@@ -134,8 +149,8 @@ class Dashboard:
     def experiment_view(self, key: str) -> dict[str, Any]:
         report = build_report(self.engine, key).to_dict()
         stored = self.engine.experiment(key)
-        history = self.engine.store.weights_history(stored.spec.key, stored.phase, WEIGHTS_LIMIT)
-        timeline = self.timeline(report, TIMELINE_LIMIT, 60)
+        history = weights_over_time(self.engine.store.sa, stored.spec.key, stored.phase, WEIGHTS_POINTS)
+        timeline = self.timeline(report, TIMELINE_LIMIT, 50)
         over_time = timeline_charts(report, timeline)
         charts = {
             "forest": forest_plot(report),
@@ -146,7 +161,7 @@ class Dashboard:
         }
         return {
             "report": report, "spec": stored.spec, "charts": {k: v for k, v in charts.items() if v is not None},
-            "history": history[::-1][:20], "refreshes": len(history), "blocks": blocks(report),
+            "history": history[::-1][:10], "refreshes": len(history), "blocks": blocks(report),
             "guardrail": guardrail_state(report), "progress": exposure_progress(report),
             "verdict_words": VERDICT_WORDS.get(report["verdict"]["status"]),
             "colours": {arm: i % len(PALETTE) for i, arm in enumerate(stored.spec.arm_keys)},
@@ -155,10 +170,17 @@ class Dashboard:
         }
 
     def versions(self, key: str) -> list[Any]:
-        v = VERSIONS.c
-        with read(self.engine.store.sa) as conn:
-            rows = conn.execute(select(v.version, v.applied_at, v.spec_json).where(v.key == key)).all()
-        return version_history([(version, at, json.loads(spec)) for version, at, spec in rows])
+        """The stored versions with their diffs: read once per current version (applied
+        versions never change, so a new one is the only news)."""
+        current = self.engine.experiment(key).version
+        cached = self._versions.get(key)
+        if cached is None or cached[0] != current:
+            v = VERSIONS.c
+            with read(self.engine.store.sa) as conn:
+                rows = conn.execute(select(v.version, v.applied_at, v.spec_json).where(v.key == key)).all()
+            cached = current, version_history([(version, at, json.loads(spec)) for version, at, spec in rows])
+            self._versions[key] = cached
+        return cached[1]
 
 
 def _sorted(rows: list[dict[str, Any]], sort: str, desc: bool) -> list[dict[str, Any]]:
@@ -237,7 +259,8 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: C901 - one nested funct
             return JSONResponse({"error": f"no experiment {key!r}"}, 404)
         fragments = {name: TEMPLATES.get_template(f"_{name}.html").render(**view)
                      for name in ("summary", "tables", "history")}
-        return JSONResponse({"fragments": fragments, "charts": view["charts"]})
+        return Response(orjson.dumps({"fragments": fragments, "charts": view["charts"]},
+                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     @router.get("/experiments/{key}/report.json")
     async def report_json(request: Request, key: str) -> Response:

@@ -139,7 +139,7 @@ def posterior_chart(report: dict[str, Any]) -> dict[str, Any] | None:
     if not curves:
         return None
     return {
-        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": list(x), "y": list(y), "fill": "tozeroy",
+        "data": [{"type": "scatter", "mode": "lines", "name": arm, "x": x.tolist(), "y": y.tolist(), "fill": "tozeroy",
                   "line": {"color": colours[arm]}} for arm, (x, y) in curves.items()],
         "layout": _layout(f"Posterior of each arm's {report['metric']['name']}", "mean per unit", "density",
                           xaxis={"tickformat": ".1%"} if report["metric"]["type"] == "binary" else {}),

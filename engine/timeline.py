@@ -1,4 +1,5 @@
-"""Cumulative exposures, conversions and value per arm over time, for the report's plots."""
+"""Over time, for the report's plots and the dashboard: cumulative exposures, conversions and
+value per arm, and a bandit's weights."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Integer, String, case, func, select, type_coerce
+import orjson
+from sqlalchemy import Integer, String, case, func, or_, select, type_coerce
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine.db import read
 from engine.store import DECISIONS
+from engine.store.weights import WeightsEntry
+from engine.tables import WEIGHTS_HISTORY
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,14 @@ def recent_timeline(sa: SAEngine, experiment: str, phase: int, totals: Mapping[s
         rows = conn.execute(query).all()[::-1]  # oldest first
     arms = list(totals)
     index = {arm: i for i, arm in enumerate(arms)}
-    known = [(index[arm], j, bool(converted), value or 0.0) for j, (_, arm, converted, value) in enumerate(rows)
-             if arm in index]
     per_row = np.zeros((3, len(arms), len(rows) + 1))  # the extra column: nothing after the newest row
-    if known:
-        a, j, converted, value = (np.array(c) for c in zip(*known, strict=True))
-        per_row[0, a, j], per_row[1, a, j], per_row[2, a, j] = 1, converted, value
+    if rows:
+        _, arm_keys, converted, value = zip(*rows, strict=True)
+        arm = np.array([index.get(a, -1) for a in arm_keys])
+        j = np.flatnonzero(arm >= 0)  # rows of arms no longer declared are left out
+        per_row[0, arm[j], j] = 1
+        per_row[1, arm[j], j] = np.array(converted, dtype=float)[j]
+        per_row[2, arm[j], j] = np.nan_to_num(np.array(value, dtype=float))[j]
     # Checkpoint k ends after row `ends[k] - 1`; the first one sits just before the window.
     ends = np.unique(np.linspace(0, len(rows), min(points, len(rows)) + 1).round().astype(int))
     after = per_row[:, :, ::-1].cumsum(axis=2)[:, :, ::-1][:, :, ends]  # what came after each checkpoint
@@ -137,3 +143,28 @@ def _parse_ts(value: str | datetime) -> datetime:
 
 def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def weights_over_time(sa: SAEngine, experiment: str, phase: int, points: int = 120) -> list[WeightsEntry]:
+    """The phase's weight refreshes, oldest first, thinned to about `points` spread over the
+    whole history: the newest, every k-th before it, and every refresh whose reason is not a
+    plain `refresh` (an arm a guardrail took out of traffic is never thinned away).
+
+    Numbering and thinning run in the database over the `(experiment, phase, ts)` index; only
+    the kept rows' weights are read and parsed.
+    """
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    w = WEIGHTS_HISTORY.c
+    numbered = (select(w.id, w.reason,
+                       func.row_number().over(order_by=(w.ts.desc(), w.id.desc())).label("k"),
+                       func.count().over().label("n"))
+                .where(w.experiment == experiment, w.phase == phase).subquery())
+    s = numbered.c
+    step = (s.n + points - 1) / points  # integers on both backends: integer division
+    kept = select(s.id).where(or_((s.k - 1) % step == 0, s.reason != "refresh"))
+    query = (select(type_coerce(w.ts, String), w.weights_json, w.reason).where(w.id.in_(kept))
+             .order_by(w.ts, w.id))
+    with read(sa) as conn:
+        rows = conn.execute(query).all()
+    return [WeightsEntry(_parse_ts(ts), orjson.loads(weights), reason) for ts, weights, reason in rows]
