@@ -73,7 +73,7 @@ def script_json(value: Any) -> Markup:
 TEMPLATES.env.filters["script_json"] = script_json
 STATIC = HERE / "static"
 REFRESH_ENV = "CROSSPROMO_DASHBOARD_REFRESH_SECONDS"  # how often open pages update (default 30)
-TIMELINE_LIMIT = 1000  # newest exposures behind the cumulative charts
+TIMELINE_LIMIT = 800  # newest exposures behind the cumulative charts
 SPARK_LIMIT = 400
 WEIGHTS_POINTS = 60  # refreshes in the weights chart, spread over the whole phase
 SORTS = ("key", "status", "kind", "owner", "verdict", "exposures", "last")

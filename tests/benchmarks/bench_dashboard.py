@@ -3,9 +3,10 @@ store of 10M events, against the same `report --format json` work measured in th
 
     python tests/benchmarks/bench_dashboard.py [--quick] [--events N] [--runs N] [--out FILE.json]
 
-Ours is the server-side render of the page (an in-process GET through the ASGI app: routing,
-the report, the chart data, the templates). The peer is what `crosspromo report --format json`
-does for the same experiments: `build_report(...).to_dict()` of each and `json.dumps(indent=2)`.
+Ours is the server-side render of the page: a GET handed to the ASGI app in process (middleware,
+routing, the worker thread, the report, the chart data, the templates), with no HTTP client.
+The peer is what `crosspromo report --format json` does for the same experiments:
+`build_report(...).to_dict()` of each and `json.dumps(indent=2)`.
 Target (the dashboard issue): ours <= 1.5x the peer, because chart data comes from the O(arms)
 report, the O(refreshes) weights history and a bounded timeline, never from a scan of events.
 
@@ -18,6 +19,7 @@ total (default 10,000,000; --quick 1,000,000).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sqlite3
 import statistics
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,26 +122,51 @@ def paired(ours: Callable[[], object], peer: Callable[[], object], runs: int) ->
     return statistics.median(samples[0]), statistics.median(samples[1])
 
 
+def asgi_get(app: Any, loop: asyncio.AbstractEventLoop, path: str) -> bytes:
+    """GET `path` from the ASGI app directly (the server side only: no HTTP client or socket)."""
+    body = bytearray()
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    loop.run_until_complete(app(scope, receive, send))
+    if status != 200:
+        raise RuntimeError(f"GET {path} answered {status}: {bytes(body[:300])!r}")
+    return bytes(body)
+
+
 def compare(url: str, path: str, keys: list[str], runs: int) -> tuple[float, float]:
     """Median ms of the page's render and of `report --format json` for `keys`, in the same process."""
-    from fastapi.testclient import TestClient
-
     from engine.api import Engine
     from engine.dashboard_app import create_dashboard_app
     from engine.report import build_report
     from engine.server import ApiKeys
 
     with Engine.open(url) as engine:
-        client = TestClient(create_dashboard_app(engine, ApiKeys(None, None, None), auth=False))
+        app = create_dashboard_app(engine, ApiKeys(None, None, None), auth=False)
+        loop = asyncio.new_event_loop()
 
         def page() -> None:
-            response = client.get(path)
-            assert response.status_code == 200, response.text[:300]
+            asgi_get(app, loop, path)
 
         def report_json() -> None:
             json.dumps([build_report(engine, k).to_dict() for k in keys], indent=2, allow_nan=False)
 
-        return paired(page, report_json, runs)
+        try:
+            return paired(page, report_json, runs)
+        finally:
+            loop.close()
 
 
 def load_demo_specs(copies: int) -> list[object]:
