@@ -161,7 +161,7 @@ def weights_over_time(sa: SAEngine, experiment: str, phase: int, points: int = 1
                        func.count().over().label("n"))
                 .where(w.experiment == experiment, w.phase == phase).subquery())
     s = numbered.c
-    step = (s.n + points - 1) / points  # integers on both backends: integer division
+    step = (s.n + (points - 1)) // points  # ceil(n / points); SQLAlchemy's `/` is true division
     kept = select(s.id).where(or_((s.k - 1) % step == 0, s.reason != "refresh"))
     query = (select(type_coerce(w.ts, String), w.weights_json, w.reason).where(w.id.in_(kept))
              .order_by(w.ts, w.id))
