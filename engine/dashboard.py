@@ -55,7 +55,7 @@ from engine.dashboard_view import (
 from engine.db import read
 from engine.report import blocks, build_report, render_markdown
 from engine.tables import VERSIONS
-from engine.timeline import last_exposure, recent_timeline, weights_over_time
+from engine.timeline import newest, recent_timeline, weights_over_time
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescape is on for .html
@@ -141,8 +141,8 @@ class Dashboard:
             rows.append({
                 "report": report, "owner": stored.spec.owner or "", "exposed": exposed, "planned": planned,
                 "guardrail": guardrail_state(report), "verdict_words": VERDICT_WORDS.get(report["verdict"]["status"]),
-                "spark": sparkline(report, self.timeline(report, SPARK_LIMIT, 20)),
-                "last": last_exposure(self.engine.store.sa, stored.spec.key, stored.phase),
+                "spark": sparkline(report, timeline := self.timeline(report, SPARK_LIMIT, 20)),
+                "last": newest(timeline),
             })
         return rows
 
@@ -166,7 +166,7 @@ class Dashboard:
             "verdict_words": VERDICT_WORDS.get(report["verdict"]["status"]),
             "colours": {arm: i % len(PALETTE) for i, arm in enumerate(stored.spec.arm_keys)},
             "window": timeline_span(timeline),
-            "last": last_exposure(self.engine.store.sa, stored.spec.key, stored.phase),
+            "last": newest(timeline),
         }
 
     def versions(self, key: str) -> list[Any]:

@@ -128,12 +128,9 @@ def recent_timeline(sa: SAEngine, experiment: str, phase: int, totals: Mapping[s
     })
 
 
-def last_exposure(sa: SAEngine, experiment: str, phase: int) -> datetime | None:
-    """The time of the phase's newest exposure (one probe of the `(experiment, phase, ts)` index)."""
-    d = DECISIONS.c
-    with read(sa) as conn:
-        ts = conn.execute(select(func.max(d.ts)).where(d.experiment == experiment, d.phase == phase)).scalar()
-    return None if ts is None else ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+def newest(timeline: Timeline) -> datetime | None:
+    """The time of the timeline's newest exposure (UTC), None when it has none."""
+    return timeline.ts[-1].astype(datetime).replace(tzinfo=UTC) if len(timeline.ts) else None
 
 
 def _parse_ts(value: str | datetime) -> datetime:

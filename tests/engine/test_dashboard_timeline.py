@@ -3,6 +3,8 @@ thinned weights history keeps the newest refresh and every refresh with a reason
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -10,7 +12,7 @@ from sqlalchemy import select
 from engine.api import Engine
 from engine.db import read
 from engine.tables import DECISIONS
-from engine.timeline import recent_timeline, weights_over_time
+from engine.timeline import newest, recent_timeline, weights_over_time
 from tests.samples import AB_YAML, write_yaml
 
 
@@ -55,6 +57,8 @@ def test_recent_timeline_is_exact_over_its_window(filled: Engine, limit: int) ->
     span = sum(int(t.exposures[-1] - t.exposures[0]) for t in timeline.arms.values())
     assert span == min(limit, n)
     assert len(timeline.ts) <= 11 and np.all(np.diff(timeline.ts.astype("int64")) >= 0)
+    latest = max(_brute_force(filled)[2])
+    assert newest(timeline) == (latest if latest.tzinfo else latest.replace(tzinfo=UTC))
 
 
 def test_recent_timeline_of_an_empty_phase(filled: Engine) -> None:
