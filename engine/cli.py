@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,7 +46,9 @@ from engine.cli_options import (
     RecommenderChoice,
     Seed,
     check_bind,
+    check_store_exists,
     finite_in,
+    is_loopback,
     parse_context,
     text_option,
     unit_option,
@@ -773,8 +776,42 @@ def serve(
         os.environ["CROSSPROMO_NO_AUTH"] = "1"
     if seed is not None:
         os.environ["CROSSPROMO_SEED"] = str(seed)
+    # One secret for every worker, so a dashboard session signed by one is valid on the others.
+    os.environ.setdefault("CROSSPROMO_SESSION_SECRET", secrets.token_hex(32))
     uvicorn.run("engine.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to bind; other than loopback only with a viewer key.",
+                                      callback=text_option)] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port, 1-65535 [default: configs/engine.yaml].",
+                                             callback=finite_in(1, 65535))] = None,
+    db: DbOption = None,
+) -> None:
+    """Serve the results dashboard read-only (open on loopback; elsewhere viewers sign in with a key)."""
+    import uvicorn
+
+    from engine.dashboard_app import create_dashboard_app
+    from engine.server import ApiKeys
+
+    config = settings()
+    port = port if port is not None else config.server_port
+    keys = ApiKeys.from_env(config)
+    loopback = is_loopback(host)
+    if not loopback and keys.viewer is None:
+        fail(f"refusing to serve the dashboard on {host}: not a loopback address, and no viewer key is set",
+             f"set {config.viewer_key_env} (named by server.api_keys.viewer_env in configs/engine.yaml), "
+             "or bind --host 127.0.0.1", EXIT_INVALID)
+    check_bind(host, port)
+    url = db or config.database_url
+    check_store_exists(url)
+    with open_engine(url) as engine:
+        err.print(f"dashboard on http://{host}:{port}/ui/ (read-only{'' if loopback else ', sign-in'})",
+                  markup=False)
+        uvicorn.run(create_dashboard_app(engine, keys, auth=not loopback), host=host, port=port,
+                    log_level="warning", access_log=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -129,3 +129,25 @@ def check_bind(host: str, port: int) -> None:
         except OSError as exc:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                  "another process may hold the port: choose another --port, or stop it")
+
+
+def is_loopback(host: str) -> bool:
+    """True if every address `host` resolves to is a loopback one (127.0.0.0/8, ::1)."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def check_store_exists(url: str) -> None:
+    """A read-only command on a SQLite file that is not there fails instead of creating it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not Path(database).exists():
+        raise typer.BadParameter(f"no store at {database}", param_hint="'--db'")

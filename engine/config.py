@@ -35,6 +35,7 @@ class EngineConfig:
     server_port: int = 8080
     admin_key_env: str = "CROSSPROMO_ADMIN_KEY"
     decide_key_env: str = "CROSSPROMO_DECIDE_KEY"
+    viewer_key_env: str = "CROSSPROMO_VIEWER_KEY"  # the dashboard's read-only sign-in
     max_body_bytes: int = 1024 * 1024
     spool_dir: Path = Path(".crosspromo-spool")
     spool_max_bytes: int = 64 * 1024 * 1024
@@ -74,6 +75,7 @@ class ExposureSettings(_Section):
 class ApiKeySettings(_Section):
     admin_env: EnvName | None = None
     decide_env: EnvName | None = None
+    viewer_env: EnvName | None = None
 
 
 class ServerSettings(_Section):
@@ -119,6 +121,7 @@ class SettingsFile(_Section):
             "server_port": server.port,
             "admin_key_env": server.api_keys.admin_env,
             "decide_key_env": server.api_keys.decide_env,
+            "viewer_key_env": server.api_keys.viewer_env,
             "max_body_bytes": server.max_body_bytes,
             "spool_dir": Path(server.spool_dir) if server.spool_dir else None,
             "spool_max_bytes": server.spool_max_bytes,

@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 
 from engine.api import Engine, UnknownExperimentError
 from engine.config import EngineConfig, load_config
+from engine.dashboard import mount_dashboard
 from engine.db import StoreError, is_unavailable
 from engine.events import Event
 from engine.graph import Edge
@@ -53,6 +54,7 @@ RETRY_AFTER = {"Retry-After": "5"}  # seconds; the background upkeep retries the
 class Role(StrEnum):
     DECIDE = "decide"  # services: decisions and their outcome events
     ADMIN = "admin"  # everything, including experiments and reports
+    VIEWER = "viewer"  # the dashboard only: reads results, never decides or records
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,18 @@ class ApiKeys:
 
     admin: str | None
     decide: str | None
+    viewer: str | None = None
 
     @classmethod
     def from_env(cls, config: EngineConfig) -> ApiKeys:
-        return cls(os.environ.get(config.admin_key_env) or None, os.environ.get(config.decide_key_env) or None)
+        return cls(*(os.environ.get(n) or None for n in (config.admin_key_env, config.decide_key_env,
+                                                         config.viewer_key_env)))
 
     def role_of(self, token: str) -> Role | None:
         # Compare against every key so the time taken does not reveal which one matched.
-        is_admin = self.admin is not None and hmac.compare_digest(token.encode(), self.admin.encode())
-        is_decide = self.decide is not None and hmac.compare_digest(token.encode(), self.decide.encode())
-        return Role.ADMIN if is_admin else Role.DECIDE if is_decide else None
+        hits = [(role, key is not None and hmac.compare_digest(token.encode(), key.encode()))
+                for role, key in ((Role.ADMIN, self.admin), (Role.DECIDE, self.decide), (Role.VIEWER, self.viewer))]
+        return next((role for role, hit in hits if hit), None)
 
 
 class ApiError(Exception):
@@ -275,6 +279,8 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
             granted = keys.role_of(token.strip())
             if granted is None:
                 raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+            if granted is Role.VIEWER:
+                raise ApiError(403, "a viewer key may read the dashboard only", "use a decide or admin key")
             if role is Role.ADMIN and granted is not Role.ADMIN:
                 raise ApiError(403, "this key may decide and record events only", "use an admin key")
             request.state.role = granted
@@ -340,6 +346,8 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
         from engine.report import build_report
 
         return (await run_in_threadpool(build_report, engine, key)).to_dict()
+
+    mount_dashboard(app, engine, keys, auth)  # the results pages under /ui/
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -407,7 +415,7 @@ def app_from_env() -> FastAPI:
     engine = Engine.open(config=config, spool=replica_spool(config), seed=int(seed) if seed else None)
     auth = os.environ.get("CROSSPROMO_NO_AUTH") != "1"
     keys = ApiKeys.from_env(config)
-    if auth and keys.admin is None and keys.decide is None:
-        raise SystemExit(f"error: no API keys: set {config.admin_key_env} and/or {config.decide_key_env} "
-                         "(or pass --no-auth for local use)")
+    if auth and keys.admin is None and keys.decide is None and keys.viewer is None:
+        raise SystemExit(f"error: no API keys: set {config.admin_key_env}, {config.decide_key_env} and/or "
+                         f"{config.viewer_key_env} (or pass --no-auth for local use)")
     return create_app(engine, keys, config.max_body_bytes, auth)
