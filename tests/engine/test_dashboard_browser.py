@@ -47,8 +47,8 @@ CHROMIUM = os.environ.get("CROSSPROMO_CHROMIUM", "/usr/bin/chromium")
 AXE_CACHE = Path(os.environ.get("CROSSPROMO_AXE_DIR", REPO / ".cache" / "axe-core"))
 VIEWER = "viewer-key-for-browser-tests"
 KEYS = ApiKeys(admin=None, decide=None, viewer=VIEWER)
-DEMO_EXPERIMENTS = ("art-collection-landing", "art-training-crosspromo", "education-bundle-revenue",
-                    "music-course-channels")
+DEMO_EXPERIMENTS = ("art-collection-landing", "art-training-crosspromo", "creative-courses-launch",
+                    "education-bundle-revenue", "music-course-channels")
 HOSTILE = "<script>alert('x')</script>"
 HOSTILE_YAML = f"""\
 schema: 1
