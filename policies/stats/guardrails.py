@@ -193,8 +193,8 @@ def guardrail_test(
     non_inferior = excess + radius < 0
     failed = excess - radius > 0
     status: GuardrailStatus = "non_inferior" if non_inferior else "failed" if failed else "inconclusive"
-    low, high = math.expm1(effect.estimate - radius), math.expm1(effect.estimate + radius)
-    estimate = math.expm1(effect.estimate)
+    low, high = _relative(effect.estimate - radius), _relative(effect.estimate + radius)
+    estimate = _relative(effect.estimate)
     return GuardrailResult(
         **common,  # type: ignore[arg-type]
         status=status,
@@ -207,6 +207,15 @@ def guardrail_test(
         p_value=p_value,
         reason=_describe(status, estimate, low, high, boundary),
     )
+
+
+# exp(700) is about 1e304: a bound past it means "no finite bound" and stays a finite JSON number.
+_LOG_CAP = 700.0
+
+
+def _relative(log_ratio: float) -> float:
+    """exp(log_ratio) - 1, capped so that a huge interval (a tiny sample) cannot overflow."""
+    return math.expm1(min(log_ratio, _LOG_CAP))
 
 
 def _sequential_radius_and_p(effect: Effect, theta_0: float, excess: float, alpha: float) -> tuple[float, float]:

@@ -254,3 +254,13 @@ def test_decision_rule(
 def test_winner_reason_keeps_the_primary_reason() -> None:
     verdict = guardrail_verdict(WIN_B, [B], [_guardrail("b", "non_inferior")], alpha=0.05)
     assert verdict.reason.startswith("'b' beats control 'a'; guardrails held: 'unsubscribe' <non_inferior>")
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_huge_interval_stays_finite(sequential: bool) -> None:
+    """A tiny, wildly spread sample gives a log-ratio interval past exp(709): its bound is capped,
+    finite (JSON has no infinity), never an OverflowError."""
+    result = guardrail_test(MeanStats(2, 1e-3, 1e6), MeanStats(2, 1.0, 1.0), metric="revenue", arm="b",
+                            margin=0.2, direction="increase", sequential=sequential)
+    assert result.status == "inconclusive"
+    assert result.ci_low == -1.0 and math.isfinite(result.ci_high) and result.ci_high > 1e300
