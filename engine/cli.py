@@ -353,12 +353,13 @@ def winners(
     db: DbOption = None,
 ) -> None:
     """One verdict line per experiment."""
-    from engine.report import verdict_line
+    from engine.report import verdict_lines
 
     with open_engine(db) as engine:
         reports = _reports(engine, experiments)
     for r in reports:
-        out.print(verdict_line(r.to_dict()), markup=False)
+        for line in verdict_lines(r.to_dict()):
+            out.print(line, markup=False)
     if fail_on_srm and any((r.to_dict().get("srm") or {}).get("flagged") for r in reports):
         raise typer.Exit(EXIT_SRM)
     if fail_on_guardrail and any(r.to_dict()["verdict"]["status"] == "guardrail_failed" for r in reports):

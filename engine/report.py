@@ -5,26 +5,42 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from engine.api import Engine
+from engine.events import utcnow
 from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
 from engine.spec import ExperimentSpec, Kind, Metric
-from engine.store import Tally
-from policies.stats.analysis import AnalysisConfig, analyze
+from engine.store import FrozenPlan, KeptVerdict, StoredExperiment, Tally
+from policies.stats.analysis import AnalysisConfig, analyze, planned_n_per_arm
+from policies.stats.freezing import awaiting_plan, disagrees, freeze_pending, is_final, observed_baseline
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
 from policies.stats.planning import GuardrailDesign
 from policies.stats.verdicts import VariantOutcome, Verdict
 from policies.sufficient import ArmStats
 
 
+@dataclass(frozen=True)
+class Basis:
+    """Where the primary metric's plan comes from: a declared or frozen baseline (and revenue
+    standard deviation), or none yet (`pending` says why, for an A/B test before its freeze)."""
+
+    source: Literal["declared", "frozen"] | None = None
+    baseline: float | None = None
+    baseline_sd: float | None = None
+    frozen_at: datetime | None = None
+    pending: str | None = None
+
+
 def analysis_config(spec: ExperimentSpec, metric: Metric | None = None,
-                    guardrails: tuple[GuardrailDesign, ...] = ()) -> AnalysisConfig:
+                    guardrails: tuple[GuardrailDesign, ...] = (), basis: Basis = Basis()) -> AnalysisConfig:
+    """The analysis settings of `metric` (the primary if None); `basis` is the primary's plan."""
     a = spec.analysis
     prior = getattr(spec.policy, "prior", None)
     return AnalysisConfig(
@@ -32,6 +48,7 @@ def analysis_config(spec: ExperimentSpec, metric: Metric | None = None,
         mde_relative=a.mde_relative, correction=a.correction.value, sequential=a.sequential,
         prob_best_threshold=a.prob_best_threshold, min_sample_per_arm=a.min_sample_per_arm,
         prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0, guardrails=guardrails,
+        baseline=basis.baseline, baseline_sd=basis.baseline_sd,
     )
 
 
@@ -55,9 +72,11 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
     weights = engine.weights(key)
     rng = np.random.default_rng(seed)
     designs = guardrail_designs(spec, tally, costs)
-    sections = [_metric_section(spec, m, tally, costs, rng, designs if m is spec.primary else ())
+    basis = planning_basis(engine, stored, tally, costs, designs)
+    sections = [_metric_section(spec, m, tally, costs, rng, *((designs, basis) if m is spec.primary else ()))
                 for m in spec.measures]
     primary = sections[0]
+    _show_plan(primary, basis)
     guards = guardrail_results(spec, tally, costs)
     for section in sections:
         if section["role"] == MetricRole.GUARDRAIL.value:
@@ -84,8 +103,72 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         **{k: v for k, v in primary.items() if k not in _METRIC_FACTS},
         "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
-    data["verdict"] = _ship_decision(spec, primary, guards, excluded)
+    _keep_verdict(engine, stored, tally, data, _ship_decision(spec, primary, guards, excluded))
     return Report(data)
+
+
+def planning_basis(engine: Engine, stored: StoredExperiment, tally: Tally, costs: Sequence[float],
+                   designs: tuple[GuardrailDesign, ...]) -> Basis:
+    """The primary metric's plan: declared (it always wins), else the phase's frozen one, else
+    frozen now if every arm has `min_sample_per_arm` units and the control admits a plan (the
+    first replica to store it wins; every one plans from what is stored), else none yet."""
+    spec = stored.spec
+    declared = spec.declared_baseline
+    if declared is not None:
+        return Basis("declared", *declared)
+    if spec.kind is not Kind.AB_TEST:
+        return Basis()
+    frozen = engine.store.frozen_plan(spec.key, spec.traffic.phase, spec.primary.name)
+    units = [u.units for u in tally.units]
+    control = tally.stats(spec.primary, costs)[spec.arm_keys.index(spec.control)]
+    if frozen is None:
+        pending = freeze_pending(spec.arm_keys, units, spec.analysis.min_sample_per_arm)
+        observed = observed_baseline(control)
+        if pending is not None or observed is None:
+            return Basis(pending=pending or f"no plan yet: the control's {spec.primary.name} admits none so far "
+                                            f"(no conversions, or no spread); declare analysis.baseline to plan now")
+        config = analysis_config(spec, spec.primary, designs, Basis("frozen", *observed))
+        frozen = engine.store.freeze_plan(FrozenPlan(
+            spec.key, spec.traffic.phase, spec.primary.name, *observed, planned_n_per_arm(control, len(units), config),
+            stored.version, dict(zip(spec.arm_keys, units, strict=True)), utcnow()))
+    return Basis("frozen", frozen.baseline, frozen.baseline_sd, frozen.frozen_at)
+
+
+def _show_plan(primary: dict[str, Any], basis: Basis) -> None:
+    """`planning` says where the plan comes from; before an A/B test's freeze there is none,
+    and no verdict is final yet (`policies.stats.freezing.awaiting_plan`)."""
+    planning = primary["planning"]
+    if basis.pending is not None or basis.source is None:
+        planning = {k: None for k in planning}
+    if basis.pending is not None:
+        primary["verdict"] = asdict(awaiting_plan(Verdict(**primary["verdict"]), basis.pending))
+    primary["planning"] = {**planning, "source": basis.source, "baseline": basis.baseline,
+                           "baseline_sd": basis.baseline_sd, "frozen_at": _iso(basis.frozen_at)}
+
+
+def _keep_verdict(engine: Engine, stored: StoredExperiment, tally: Tally, data: dict[str, Any],
+                  current: dict[str, Any]) -> None:
+    """`verdict` is the phase's kept verdict once one was final (kept now if this one is), with
+    the counts it was made on; `current_verdict` is this data's own when it disagrees."""
+    spec = stored.spec
+    now = Verdict(current["status"], current["winner"], current["reason"])
+    kept = engine.store.kept_verdict(spec.key, spec.traffic.phase)
+    if kept is None and is_final(spec.kind.value, now):
+        counts = [{"arm": arm, "units": u.units, "conversions": min(m.conversions, u.units), "total": m.total}
+                  for arm, u, m in zip(spec.arm_keys, tally.units, tally.metric(spec.primary.name), strict=True)]
+        kept = engine.store.keep_verdict(KeptVerdict(spec.key, spec.traffic.phase, stored.version, spec.primary.name,
+                                                     now.status, now.winner, now.reason, counts, utcnow()))
+    if kept is None:
+        data["verdict"] = {**current, "kept_at": None, "version": None, "counts": None}
+        data["current_verdict"] = None
+        return
+    data["verdict"] = {"status": kept.status, "winner": kept.winner, "reason": kept.reason,
+                       "kept_at": _iso(kept.kept_at), "version": kept.version, "counts": kept.counts}
+    data["current_verdict"] = current if disagrees(Verdict(kept.status, kept.winner, kept.reason), now) else None
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
 
 
 def _ship_decision(spec: ExperimentSpec, primary: dict[str, Any], guards: list[GuardrailResult],
@@ -146,12 +229,13 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
 
 
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
-                    rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...]) -> dict[str, Any]:
+                    rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...] = (),
+                    basis: Basis = Basis()) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict."""
     analysis = analyze(
         spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=analysis_config(spec, metric, guardrails), rng=rng,
+        config=analysis_config(spec, metric, guardrails, basis), rng=rng,
     ).to_dict()
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units
@@ -241,10 +325,33 @@ def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
     return out
 
 
-def verdict_line(data: dict[str, Any]) -> str:
-    v = data["verdict"]
+def _verdict_text(v: dict[str, Any]) -> str:
     winner = f" -> {v['winner']}" if v.get("winner") else ""
-    return f"{data['experiment']}: {v['status']}{winner} ({v['reason']})"
+    return f"{v['status']}{winner} ({v['reason']})"
+
+
+def verdict_line(data: dict[str, Any]) -> str:
+    """The verdict; a kept one says when it was kept."""
+    kept = data["verdict"].get("kept_at")
+    return f"{data['experiment']}: {_verdict_text(data['verdict'])}" + (f" [kept {kept}]" if kept else "")
+
+
+def verdict_lines(data: dict[str, Any]) -> list[str]:
+    """The verdict line, then the current data's verdict when it disagrees with the kept one."""
+    current = data.get("current_verdict")
+    return [verdict_line(data)] + ([f"{data['experiment']}: current data: {_verdict_text(current)}"] if current else [])
+
+
+def plan_line(data: dict[str, Any]) -> str | None:
+    """Where the planned sample comes from (None for experiments without a plan, e.g. bandits)."""
+    p = data.get("planning") or {}
+    if p.get("source") is None:
+        return None
+    sd = "" if p["baseline_sd"] is None else f", sd {p['baseline_sd']:,.4g}"
+    frozen = f" at {p['frozen_at']}" if p.get("frozen_at") else ""
+    planned = "no sample can be planned" if p.get("planned_n_per_arm") is None else (
+        f"{p['planned_n_per_arm']:,} units per arm, {p['share_reached']:.0%} reached")
+    return f"plan: {planned} (baseline {p['baseline']:,.4g}{sd}, {p['source']}{frozen})"
 
 
 def _heading(d: dict[str, Any]) -> str:
@@ -264,7 +371,9 @@ def render_table(reports: list[Report], console: Console) -> None:
             for row in rows:
                 table.add_row(*row)
             console.print(table)
-        console.print(verdict_line(d), markup=False)
+        for line in [plan_line(d), *verdict_lines(d)]:
+            if line is not None:
+                console.print(line, markup=False)
         console.print()
 
 
@@ -280,5 +389,8 @@ def render_markdown(reports: list[Report]) -> str:
                          + "|")
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
             lines.append("")
-        lines += [f"**Verdict:** {verdict_line(d)}", ""]
+        if (plan := plan_line(d)) is not None:
+            lines += [f"**Plan:** {plan.removeprefix('plan: ')}", ""]
+        kept, *current = verdict_lines(d)
+        lines += [f"**Verdict:** {kept}", ""] + [f"**Current data:** {c}" for c in current] + ([""] if current else [])
     return "\n".join(lines)

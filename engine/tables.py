@@ -240,6 +240,41 @@ class GraphEdgeRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class PlanRow(SQLModel, table=True):
+    """A planning baseline frozen from the control at the first report of a phase where every arm
+    had `min_sample_per_arm` units (`engine.store.plans`); later reports plan from it. One row
+    per (experiment, phase, metric): the first writer's stands."""
+
+    __tablename__ = "plans"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    metric: str = Field(primary_key=True, max_length=128)
+    baseline: float
+    baseline_sd: float | None = None
+    n_per_arm: int | None = None
+    version: int
+    counts_json: str = Field(sa_column=Column(Text, nullable=False))  # {arm: units} the freeze saw
+    frozen_at: datetime
+
+
+class VerdictRow(SQLModel, table=True):
+    """The final verdict of an experiment's phase with the counts it was made on; later reports
+    show it (and the current data's verdict when that disagrees). The first writer's stands."""
+
+    __tablename__ = "verdicts"
+
+    experiment: str = Field(primary_key=True, max_length=128)
+    phase: int = Field(primary_key=True)
+    version: int
+    metric: str = Field(max_length=128)
+    status: str = Field(max_length=32)
+    winner: str | None = Field(default=None, max_length=128)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    counts_json: str = Field(sa_column=Column(Text, nullable=False))  # [{arm, units, conversions, total}]
+    kept_at: datetime
+
+
 EXPERIMENTS = ExperimentRow.__table__  # type: ignore[attr-defined]
 VERSIONS = ExperimentVersionRow.__table__  # type: ignore[attr-defined]
 ARM_STATS = ArmStatsRow.__table__  # type: ignore[attr-defined]
@@ -255,3 +290,5 @@ ARM_EXCLUSIONS = ArmExclusionRow.__table__  # type: ignore[attr-defined]
 WEIGHTS_HISTORY = WeightsRow.__table__  # type: ignore[attr-defined]
 ARM_TAGS = ArmTagRow.__table__  # type: ignore[attr-defined]
 GRAPH_EDGES = GraphEdgeRow.__table__  # type: ignore[attr-defined]
+PLANS = PlanRow.__table__  # type: ignore[attr-defined]
+VERDICTS = VerdictRow.__table__  # type: ignore[attr-defined]

@@ -3,7 +3,8 @@
 `Store` is the one door to the database; what it stores lives in a module each:
 `experiments` (declarations and the plan of a change), `decisions` (exposures and sticky
 assignments), `outcomes` (events), `aggregates` (the per-arm counters), `quarantine`
-(rows the database refused) and `tags` (arm tags a classifier predicted). Aggregates change
+(rows the database refused), `tags` (arm tags a classifier predicted) and `plans` (frozen
+plans and kept verdicts). Aggregates change
 only in the transaction that writes the rows they summarise, so a crash at any point leaves
 them equal to what a recount would give.
 """
@@ -27,6 +28,7 @@ from engine.store.decisions import Exposure, claim_assignment, history_query, in
 from engine.store.experiments import PlanItem, StoredExperiment, load_experiments, plan_experiment, write_experiment
 from engine.store.graph import EdgeOutcome, EdgeRecord, StoredGraph, count_edges, read_graph, upsert_edges
 from engine.store.outcomes import EventBatch, EventOutcome, check_event, imported_decision_id
+from engine.store.plans import FrozenPlan, KeptVerdict, freeze_plan, keep_verdict, read_plan, read_verdict
 from engine.store.quarantine import quarantine, read_quarantine, write_isolating
 from engine.store.tags import ArmTags, read_tags, write_tags
 from engine.store.weights import (
@@ -40,7 +42,8 @@ from engine.store.weights import (
 from engine.tables import DECISIONS, EVENTS, EXPERIMENTS, QUARANTINE
 
 __all__ = [
-    "ArmAggregate", "ArmTags", "DECISIONS", "EdgeOutcome", "EdgeRecord", "EventOutcome", "Exposure", "PlanItem",
+    "ArmAggregate", "ArmTags", "DECISIONS", "EdgeOutcome", "EdgeRecord", "EventOutcome", "Exposure", "FrozenPlan",
+    "KeptVerdict", "PlanItem",
     "Store", "StoredExperiment", "StoredGraph", "Tally", "check_event", "imported_decision_id",
 ]
 
@@ -119,6 +122,26 @@ class Store:
         """Sums over the most recent exposures by arm and age bucket (`decisions.recent_sums`)."""
         with read(self.sa) as conn:
             return recent_sums(conn, key, phase, arms, limit, bucket)
+
+    # -- frozen plans and kept verdicts (`plans`) ---------------------------------------
+
+    def frozen_plan(self, key: str, phase: int, metric: str) -> FrozenPlan | None:
+        with read(self.sa) as conn:
+            return read_plan(conn, key, phase, metric)
+
+    def freeze_plan(self, plan: FrozenPlan) -> FrozenPlan:
+        """Store `plan` if its phase and metric have none; the plan that stands."""
+        with write(self.sa) as conn:
+            return freeze_plan(conn, plan)
+
+    def kept_verdict(self, key: str, phase: int) -> KeptVerdict | None:
+        with read(self.sa) as conn:
+            return read_verdict(conn, key, phase)
+
+    def keep_verdict(self, verdict: KeptVerdict) -> KeptVerdict:
+        """Store `verdict` if its phase has none; the verdict that stands."""
+        with write(self.sa) as conn:
+            return keep_verdict(conn, verdict)
 
     # -- decisions and events ------------------------------------------------------------
 

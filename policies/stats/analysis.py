@@ -119,6 +119,8 @@ class AnalysisConfig:
     prior_beta: float = 1.0
     baseline: float | None = None
     """Planning baseline (rate or mean); None plans from the control's observed value."""
+    baseline_sd: float | None = None
+    """Revenue planning standard deviation per unit; None plans from the control's observed one."""
     guardrails: tuple[GuardrailDesign, ...] = ()
     """Guardrails the ship decision needs shown non-inferior: the plan covers them too
     (`planning.plan_decision_sample_size`, each test at power 1 - beta / (G + 1))."""
@@ -143,6 +145,8 @@ class AnalysisConfig:
             math.isfinite(self.baseline) and self.baseline > 0 and (self.metric_type == "revenue" or self.baseline < 1)
         ):
             raise ValueError(f"baseline must be > 0 (and < 1 for binary), got {self.baseline!r}")
+        if self.baseline_sd is not None and not (math.isfinite(self.baseline_sd) and self.baseline_sd > 0):
+            raise ValueError(f"baseline_sd must be a finite number > 0, got {self.baseline_sd!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,22 +243,35 @@ def _observed_interval(stats: ArmStats, alpha: float) -> Interval | None:
 def _plan(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig) -> SampleSizePlan | None:
     """The sample-size plan, or None when the baseline and MDE admit none (planning refuses a
     rate moved out of (0, 1), a zero shift or a zero standard deviation; the rest of the
-    config is checked already)."""
+    config is checked already). Revenue plans with `config.baseline_sd` when it is given."""
     options = dict(relative=config.mde_relative, alpha=config.alpha, power=config.power, arms=arms,
                    correction=config.correction)
+    std = None if isinstance(control, BinaryStats) else (
+        config.baseline_sd if config.baseline_sd is not None else math.sqrt(control.variance or 0.0))
     try:
         if config.guardrails:
-            std = None if isinstance(control, BinaryStats) else math.sqrt(control.variance or 0.0)
             decision = plan_decision_sample_size(baseline, config.mde, std=std, guardrails=config.guardrails,
                                                  **options)  # type: ignore[arg-type]
             return replace(decision.primary, power=decision.power, n_per_arm=decision.n_per_arm,
                            total=decision.total)
         if isinstance(control, BinaryStats):
             return plan_binary_sample_size(baseline, config.mde, **options)  # type: ignore[arg-type]
-        return plan_mean_sample_size(baseline, math.sqrt(control.variance or 0.0), config.mde,
-                                     **options)  # type: ignore[arg-type]
+        return plan_mean_sample_size(baseline, std, config.mde, **options)  # type: ignore[arg-type]
     except ValueError:
         return None
+
+
+def _planning_baseline(control: ArmStats, config: AnalysisConfig) -> float:
+    """The declared or frozen `config.baseline`, else the control's observed rate or mean."""
+    return config.baseline if config.baseline is not None else float(_observed_mean(control) or 0.0)
+
+
+def planned_n_per_arm(control: ArmStats, arms: int, config: AnalysisConfig) -> int | None:
+    """The units per arm an A/B test of `arms` arms plans for (as `analyze` plans it), from
+    `config.baseline` and `baseline_sd` or else the control's observed values; None if none."""
+    data = normalise_stats([control], config.metric_type)[0]
+    plan = _plan(data, arms, _planning_baseline(data, config), config)
+    return None if plan is None else plan.n_per_arm
 
 
 def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: AnalysisConfig) -> _VariantResult:
@@ -353,8 +370,7 @@ def _analyze_ab_test(
     plan: SampleSizePlan | None = None
     omnibus: TestResult | None = None
     if problem is None:
-        observed = _observed_mean(data[control])
-        baseline = config.baseline if config.baseline is not None else float(observed or 0.0)
+        baseline = _planning_baseline(data[control], config)
         plan = _plan(data[control], len(data), baseline, config)
         results = {i: _compare(s, data[control], baseline, config) for i, s in enumerate(data) if i != control}
         omnibus = omnibus_test(data)
