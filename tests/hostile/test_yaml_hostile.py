@@ -75,6 +75,35 @@ METRIC_CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
 ]
 
 
+def analysis(extra: str, metric: str = "binary") -> str:
+    """BAD with `extra` in its analysis block (line 12; `extra` starts at column 30)."""
+    text = edit("analysis: {control: control}", f"analysis: {{control: control, {extra}}}")
+    return text if metric == "binary" else text.replace("{name: purchase, type: binary}",
+                                                        "{name: revenue, type: revenue}")
+
+
+# Declared planning baselines (line 12 of BAD holds the analysis block).
+BASELINE_CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
+    ("baseline rate of 1 or more", analysis("baseline: 1.5"), ("bad.yaml:12:40", "analysis.baseline", "less than 1")),
+    ("baseline rate of 0", analysis("baseline: 0"), ("bad.yaml:12:40", "analysis.baseline", "greater than 0")),
+    ("NaN baseline", analysis("baseline: .nan"), ("bad.yaml:12:40", "analysis.baseline", "NaN and infinity")),
+    ("baseline_mean on a binary metric", analysis("baseline_mean: 5, baseline_sd: 2"),
+     ("bad.yaml:12:45", "analysis.baseline_mean", "revenue primary metric", "analysis.baseline_sd")),
+    ("baseline on a revenue metric", analysis("baseline: 0.1", "revenue"),
+     ("bad.yaml:12:40", "analysis.baseline", "binary primary metric", "baseline_mean and analysis.baseline_sd")),
+    ("baseline_mean without baseline_sd", analysis("baseline_mean: 5", "revenue"),
+     ("bad.yaml:12:45", "analysis.baseline_mean", "needs analysis.baseline_sd too")),
+    ("baseline_sd without baseline_mean", analysis("baseline_sd: 2", "revenue"),
+     ("bad.yaml:12:43", "analysis.baseline_sd", "needs analysis.baseline_mean too")),
+    ("baseline_sd of 0", analysis("baseline_mean: 5, baseline_sd: 0", "revenue"),
+     ("analysis.baseline_sd", "greater than 0")),
+    ("infinite baseline_mean", analysis("baseline_mean: .inf, baseline_sd: 2", "revenue"),
+     ("bad.yaml:12:45", "analysis.baseline_mean", "NaN and infinity")),
+    ("baseline on a bandit", analysis("baseline: 0.1").replace("kind: ab_test", "kind: bandit"),
+     ("bad.yaml:12:40", "analysis.baseline", "ab_test experiments only")),
+]
+
+
 # (id, content of bad.yaml, places the message must name). Line numbers are those of BAD.
 INVALID: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("wrong type", edit("coverage: 1.0", "coverage: lots"), ("bad.yaml:8:21", "traffic.coverage")),
@@ -187,6 +216,8 @@ VALID: list[tuple[str, str | bytes]] = [
     ("explicit document markers", "---\n" + BAD + "...\n"),
     ("quoted date in payload", payload("'2024-01-01'")),
     ("unicode text", edit("name: Landing page test", "name: Lándïng 页面 😀")),
+    ("declared baseline rate", analysis("baseline: 0.05")),
+    ("declared revenue baseline", analysis("baseline_mean: 4.5, baseline_sd: 12", "revenue")),
 ]
 
 runner = CliRunner()
@@ -220,8 +251,8 @@ def check_refused(d: Path, places: tuple[str, ...]) -> None:
     assert_names(result.output, *places)
 
 
-@pytest.mark.parametrize(("content", "places"), [r[1:] for r in INVALID + METRIC_CASES],
-                         ids=[r[0] for r in INVALID + METRIC_CASES])
+@pytest.mark.parametrize(("content", "places"), [r[1:] for r in INVALID + METRIC_CASES + BASELINE_CASES],
+                         ids=[r[0] for r in INVALID + METRIC_CASES + BASELINE_CASES])
 def test_invalid_files_are_refused_naming_the_place(workdir: Path, content: str | bytes,
                                                     places: tuple[str, ...]) -> None:
     write(workdir, content)
