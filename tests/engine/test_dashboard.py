@@ -268,3 +268,18 @@ def test_viewer_key_env_is_named_in_the_settings(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TEAM_DASHBOARD_KEY", "v")
     keys = ApiKeys.from_env(config)
     assert keys.viewer == "v" and keys.role_of("v") is not None and keys.role_of("v").value == "viewer"
+
+
+def test_experiment_page_shows_the_plan_and_the_kept_verdict_beside_the_current_one(tmp_path: Path,
+                                                                                    sqlite_url: str) -> None:
+    from tests.engine.test_plans import FAST, kept_then_contradicted
+
+    engine = Engine.open(sqlite_url, seed=0)
+    engine.apply([write_yaml(tmp_path, "ab.yaml", FAST)])
+    kept_then_contradicted(engine)
+    with TestClient(create_dashboard_app(engine, KEYS, auth=False)) as c:
+        page = " ".join(c.get("/ui/experiments/landing").text.split())
+    assert "<dt>Plan</dt><dd>frozen baseline 0.1, frozen <time" in page
+    assert 'class="kept">Kept <time' in page and "on 2,000 units" in page
+    assert 'class="current">The data since then alone say:' in page and "<strong>control</strong>" in page
+    engine.close()
