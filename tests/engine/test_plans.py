@@ -172,3 +172,25 @@ def test_the_cli_shows_the_plan_and_both_verdicts(store: str, tmp_path: Path) ->
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].startswith("landing: winner -> curated")
     assert result.stdout.splitlines()[1].startswith("landing: current data: winner -> control")
+
+
+def unsubscribe(engine: Engine, arm: str, start: int, units: int) -> None:
+    assert not engine.ingest([{"event_id": f"u-{arm}-{i}", "type": "conversion", "experiment": "landing",
+                               "unit": f"{arm}-{i}", "metric": "unsub"} for i in range(start, start + units)]).rejected
+
+
+def test_winners_exit_codes_follow_the_kept_verdict(store: str, tmp_path: Path) -> None:
+    guarded = FAST.replace("metric: {name: purchase, type: binary}", "metrics: [{name: purchase}, {name: unsub, "
+                           "role: guardrail, direction: decrease, margin: 0.9}]")
+    with applied(store, tmp_path, guarded) as engine:
+        both(engine, 0, 1000, 100, 200)
+        unsubscribe(engine, "control", 0, 100)
+        unsubscribe(engine, "curated", 0, 100)
+        assert engine.report("landing").to_dict()["verdict"]["winner"] == "curated"
+        both(engine, 1000, 1000, 100, 200)
+        unsubscribe(engine, "curated", 1000, 1000)  # every later curated unit unsubscribes
+        report = engine.report("landing").to_dict()
+    assert report["verdict"]["status"] == "winner" and report["current_verdict"]["status"] == "guardrail_failed"
+    result = runner.invoke(app, ["winners", "landing", "--fail-on-guardrail", "--db", store])
+    assert result.exit_code == 0, result.output
+    assert "landing: current data: guardrail_failed" in result.stdout
