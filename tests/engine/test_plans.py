@@ -139,8 +139,8 @@ def test_a_new_phase_starts_without_plan_or_kept_verdict(store: str, tmp_path: P
     assert report["verdict"]["kept_at"] is None and report["verdict"]["status"] == "insufficient_data"
 
 
-def test_two_engines_on_one_store_freeze_and_keep_once(store: str, tmp_path: Path) -> None:
-    with applied(store, tmp_path) as one, Engine.open(store) as two:
+def test_two_engines_on_one_store_freeze_and_keep_once(db_url: str, tmp_path: Path) -> None:
+    with applied(db_url, tmp_path) as one, Engine.open(db_url) as two:
         both(one, 0, 1000, 100, 200)
         a, b = two.report("landing").to_dict(), one.report("landing").to_dict()
         assert a["planning"] == b["planning"] and a["verdict"] == b["verdict"]
