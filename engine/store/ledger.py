@@ -197,8 +197,10 @@ class Ledger:
         if state is None:
             units[key] = _Unit(arm, ts, 1, False, stored=False, changed=True)
             self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
-        elif _naive(ts) < _naive(state.first_ts):
-            recount.add(key)  # an earlier first exposure: arm and windows may change
+        elif _naive(ts) < _naive(state.first_ts) or (_naive(ts) == _naive(state.first_ts) and arm != state.arm):
+            # An earlier first exposure, or one at the same instant in another arm (the recount breaks
+            # the tie by decision id, whatever the arrival order): arm and windows may change.
+            recount.add(key)
         elif arm == state.arm:
             k = state.decisions
             state.decisions, state.changed = k + 1, True
