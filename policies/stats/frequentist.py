@@ -27,7 +27,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 from scipy import stats as sps
-from scipy.special import xlog1py, xlogy
 from statsmodels.stats.oneway import anova_generic
 from statsmodels.stats.proportion import proportion_confint
 
@@ -105,23 +104,31 @@ def _constrained_rates(treatment: BinaryStats, control: BinaryStats, value: floa
     n, x = n_t + n_c, x_t + x_c
     if compare == "diff":
         low, high = max(0.0, -value), min(1.0, 1.0 - value)
-        coefficients = [n, (n_t + 2 * n_c) * value - n - x, (n_c * value - n - 2 * x_c) * value + x,
-                        x_c * value * (1 - value)]
+        cubic = [n, (n_t + 2 * n_c) * value - n - x, (n_c * value - n - 2 * x_c) * value + x, x_c * value * (1 - value)]
+        roots = [float(r.real) for r in np.roots(cubic) if abs(r.imag) <= 1e-9 * max(1.0, abs(r.real))]
     else:
         low, high = 0.0, min(1.0, 1.0 / value) if value > 0 else 1.0
-        coefficients = [n * value, -(n_t * value + x_t + n_c + x_c * value), x]
+        a, b = n * value, -(n_t * value + x_t + n_c + x_c * value)
+        disc = math.sqrt(max(b * b - 4 * a * x, 0.0))
+        roots = [2 * x / (disc - b)] if disc > b else []  # the smaller root, in a form without cancellation
+        roots += [(disc - b) / (2 * a)] if a > 0 else []
 
     def treated(p_c: float) -> float:
         return min(max(p_c + value if compare == "diff" else value * p_c, 0.0), 1.0)
 
     def log_lik(p_c: float) -> float:
         p_t = treated(p_c)
-        return float(xlogy(x_t, p_t) + xlog1py(n_t - x_t, -p_t) + xlogy(x_c, p_c) + xlog1py(n_c - x_c, -p_c))
+        return _xlogy(x_t, p_t) + _xlogy(n_t - x_t, 1 - p_t) + _xlogy(x_c, p_c) + _xlogy(n_c - x_c, 1 - p_c)
 
-    roots = np.roots(np.trim_zeros(np.asarray(coefficients, dtype=float), "f"))
-    inside = [float(r.real) for r in roots if abs(r.imag) <= 1e-9 * max(1.0, abs(r.real)) and low <= r.real <= high]
-    best = max((*inside, low, high), key=log_lik)
+    best = max((*(r for r in roots if low <= r <= high), low, high), key=log_lik)
     return treated(best), best
+
+
+def _xlogy(k: int, p: float) -> float:
+    """k log p with 0 log 0 = 0, as `scipy.special.xlogy`, at Python-float speed."""
+    if k == 0:
+        return 0.0
+    return k * math.log(p) if p > 0 else -math.inf
 
 
 def score_statistic(treatment: BinaryStats, control: BinaryStats, value: float, compare: Compare) -> float:
