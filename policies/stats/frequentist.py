@@ -174,12 +174,13 @@ def score_interval(treatment: BinaryStats, control: BinaryStats, critical: float
     """{value : |score_statistic(value)| <= critical}: the score interval for p_t - p_c (diff) or
     p_t / p_c - 1 (ratio, reported as a relative lift).
 
-    With critical = z_{1-alpha/2} it is `statsmodels.stats.proportion.confint_proportions_2indep(...,
-    method="score", compare=..., correction=False)` (Miettinen & Nurminen 1985; Koopman 1984 for the
-    ratio), and it excludes no effect exactly when `two_proportion_test` has p < alpha: the test is
-    this statistic at no effect. Sequential mode passes the mixture's boundary as `critical`
-    (`policies.stats.sequential.mixture_boundary`). A diff interval lies in [-1, 1]; a ratio
-    interval in [0, inf), inf when the control rate is not distinguishable from 0.
+    With critical = z_{1-alpha/2} it is the score interval of Miettinen & Nurminen (1985) without
+    their n/(n-1) factor (for the ratio Koopman 1984: `statsmodels.stats.proportion.
+    confint_proportions_2indep(..., method="score", compare="ratio", correction=False)`, except at
+    counts of 0 or n, where statsmodels' closed form fails), and it excludes no effect exactly when
+    `two_proportion_test` has p < alpha: the test is this statistic at no effect. Sequential
+    mode passes the mixture's boundary as `critical` (`policies.stats.sequential.mixture_boundary`).
+    A diff interval lies in [-1, 1]; a ratio interval in [0, inf).
     """
     if treatment.n == 0 or control.n == 0:
         raise ValueError("both arms need n > 0")
