@@ -70,8 +70,13 @@ def _lift(ax: Axes, report: dict[str, Any], _timeline: Timeline) -> None:
         return
     for y, (i, a) in enumerate(rows):
         low, high = a.get("lift_ci_low"), a.get("lift_ci_high")
-        xerr = None if low is None or high is None else [[a["lift"] - low], [high - a["lift"]]]
+        # A null bound is an unbounded interval (control mean not distinguishable from 0):
+        # draw the bounded side and say so, rather than invent an end.
+        xerr = [[0.0 if low is None else a["lift"] - low], [0.0 if high is None else high - a["lift"]]]
         ax.errorbar(a["lift"], y, xerr=xerr, fmt="o", color=f"C{i}", capsize=4)
+        if low is None or high is None:
+            side = "unbounded" if low is None and high is None else "unbounded " + ("below" if low is None else "above")
+            ax.annotate(side, (a["lift"], y), xytext=(6, 6), textcoords="offset points", fontsize=8, color=f"C{i}")
     ax.axvline(0, color="0.5", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(rows)), [a["arm"] for _, a in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)

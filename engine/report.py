@@ -43,8 +43,10 @@ def analysis_config(spec: ExperimentSpec, metric: Metric | None = None,
     """The analysis settings of `metric` (the primary if None); `basis` is the primary's plan."""
     a = spec.analysis
     prior = getattr(spec.policy, "prior", None)
+    measured = metric or spec.primary
     return AnalysisConfig(
-        metric_type=(metric or spec.primary).type.value, alpha=a.alpha, power=a.power, mde=a.mde,
+        metric_type=measured.type.value, negative_values=measured.net or measured.allow_negative,
+        alpha=a.alpha, power=a.power, mde=a.mde,
         mde_relative=a.mde_relative, correction=a.correction.value, sequential=a.sequential,
         prob_best_threshold=a.prob_best_threshold, min_sample_per_arm=a.min_sample_per_arm,
         prior_alpha=prior.alpha if prior else 1.0, prior_beta=prior.beta if prior else 1.0, guardrails=guardrails,

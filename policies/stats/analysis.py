@@ -2,18 +2,25 @@
 
 `analyze` takes per-arm sufficient statistics and returns an `Analysis` whose `to_dict()` is
 the statistical part of the report JSON. Fields that do not apply are None, never invented.
-Why this module is one piece (about 500 lines): it is the one place where the tests, intervals,
+Why this module is one piece (about 540 lines): it is the one place where the tests, intervals,
 posteriors and plan of an experiment meet the verdict rules below; the pieces themselves live
 in their own modules, and splitting the assembly would scatter the rules across files.
 
-A/B tests compare every variant with the control: the z-test (Fisher's exact test for small
-expected counts) or Welch's t-test at a fixed horizon, or the mSPRT's always-valid p-values
-in sequential mode (`policies.stats.sequential`); p-values adjusted across the variants with the
-configured correction; Wilson / t intervals for rates; delta-method intervals for the relative
-lift (always-valid in sequential mode); a chi-square / Welch-ANOVA omnibus test; the planned
+A/B tests compare every variant with the control: the pooled z-test or Welch's t-test at a
+fixed horizon, or the mSPRT's always-valid p-values in sequential mode
+(`policies.stats.sequential`); p-values adjusted across the variants with the configured
+correction; Wilson / t intervals for rates; a chi-square / Welch-ANOVA omnibus test; the planned
 sample (`policies.stats.planning`) and a sample-ratio-mismatch check. The Bayesian columns
 (`prob_beat_control`, `prob_best`, `expected_loss`) sit beside them. Bandits are read the
 Bayesian way only: posterior mean as the rate, credible interval, posterior lift, no p-values.
+
+Intervals beside a comparison invert the test that decides it, so each excludes "no effect"
+exactly when that test rejects (see `_compare`): the difference interval (`comparisons`) and
+the relative-lift interval (`lift_ci_low`, `lift_ci_high`; lift = mean_t / mean_c - 1) at the
+same level alpha as the raw p-value. A winner's adjusted p-value is below alpha, so is its raw
+one, and both of its intervals exclude 0. A lift bound is None where the set is unbounded (the
+control's mean not distinguishable from 0); for metrics without negative values it stops at
+-100%.
 
 Verdict rules (the first that applies decides):
 
@@ -55,12 +62,16 @@ import numpy as np
 from policies.bandits.arm_stats import check_metric, normalise_stats
 from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
 from policies.stats.corrections import Correction, adjust_p_values, check_correction
-from policies.stats.effects import Interval, absolute_difference, normal_interval, relative_lift
+from policies.stats.effects import Effect, Interval, absolute_difference
 from policies.stats.frequentist import (
     TestResult,
     difference_interval,
+    lift_interval,
+    mean_variances,
     omnibus_test,
+    pooled_variance,
     rate_interval,
+    score_interval,
     two_proportion_test,
     welch_test,
 )
@@ -73,7 +84,7 @@ from policies.stats.planning import (
     plan_decision_sample_size,
     plan_mean_sample_size,
 )
-from policies.stats.sequential import always_valid_interval, msprt_test
+from policies.stats.sequential import always_valid_interval, always_valid_ratio_interval, mixture_boundary, msprt_test
 from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
 from policies.stats.verdicts import (
     VariantOutcome,
@@ -117,6 +128,9 @@ class AnalysisConfig:
     min_sample_per_arm: int = 100
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
+    negative_values: bool = False
+    """The metric's values may be negative (revenue with `allow_negative`, or net of cost): the
+    ratio of means may then be negative, so lift intervals are not cut at -100%."""
     baseline: float | None = None
     """Planning baseline (rate or mean); None plans from the control's observed value."""
     baseline_sd: float | None = None
@@ -151,7 +165,10 @@ class AnalysisConfig:
 
 @dataclass(frozen=True, slots=True)
 class ArmAnalysis:
-    """One row of the report; `rate` is the mean for revenue, the posterior mean for bandits."""
+    """One row of the report; `rate` is the mean for revenue, the posterior mean for bandits.
+
+    An unbounded lift interval has an infinite bound here and None in `to_dict()`.
+    """
 
     arm: str
     exposures: int
@@ -226,7 +243,7 @@ class Analysis:
 class _VariantResult:
     test: TestResult
     difference: Interval
-    lift: Interval | None
+    lift: Interval
 
 
 def _observed_mean(stats: ArmStats) -> float | None:
@@ -275,29 +292,41 @@ def planned_n_per_arm(control: ArmStats, arms: int, config: AnalysisConfig) -> i
 
 
 def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: AnalysisConfig) -> _VariantResult:
-    """Test, difference interval and lift interval of one variant against the control."""
-    lift = relative_lift(treatment, control)
-    if config.sequential:
-        # tau is the MDE on each effect's own scale (see policies.stats.sequential).
-        tau_diff = absolute_mde(baseline, config.mde, relative=config.mde_relative)
-        tau_lift = config.mde if config.mde_relative else config.mde / baseline
-        diff = absolute_difference(treatment, control)
-        return _VariantResult(
-            msprt_test(diff, tau_diff**2),
-            always_valid_interval(diff, tau_diff**2, config.alpha),
-            None if lift is None else always_valid_interval(lift, tau_lift**2, config.alpha),
-        )
+    """Test of one variant against the control, and the difference and lift intervals that invert it.
+
+    Fixed horizon: the pooled z-test with score intervals for the difference and the ratio of
+    rates; Welch's t-test with its t-interval and Fieller's interval at its t quantile and
+    degrees of freedom (`policies.stats.frequentist`). Sequential: the mSPRT of the difference
+    (tau = the MDE on the difference scale), with the variance under no effect (the pooled
+    binomial variance, as the z-test; Welch's for means), and intervals inverting that mixture:
+    the score intervals at the mixture's boundary for rates, the confidence sequence of the
+    difference and `always_valid_ratio_interval` for means.
+    """
+    nonnegative = not config.negative_values
+    if not config.sequential:
+        if isinstance(treatment, BinaryStats) and isinstance(control, BinaryStats):
+            test = two_proportion_test(treatment, control)
+        elif isinstance(treatment, MeanStats) and isinstance(control, MeanStats):
+            test = welch_test(treatment, control)
+        else:
+            raise ValueError("both arms must hold the same kind of statistics")
+        return _VariantResult(test, difference_interval(treatment, control, config.alpha),
+                              lift_interval(treatment, control, config.alpha, nonnegative=nonnegative))
+    tau_sq = absolute_mde(baseline, config.mde, relative=config.mde_relative) ** 2
+    diff = absolute_difference(treatment, control).estimate
     if isinstance(treatment, BinaryStats) and isinstance(control, BinaryStats):
-        test = two_proportion_test(treatment, control)
-    elif isinstance(treatment, MeanStats) and isinstance(control, MeanStats):
-        test = welch_test(treatment, control)
-    else:
-        raise ValueError("both arms must hold the same kind of statistics")
-    return _VariantResult(
-        test,
-        difference_interval(treatment, control, config.alpha),
-        None if lift is None else normal_interval(lift, config.alpha),
-    )
+        variance = pooled_variance(treatment, control)
+        critical = mixture_boundary(variance, tau_sq, config.alpha)
+        return _VariantResult(msprt_test(Effect(diff, variance), tau_sq),
+                              score_interval(treatment, control, critical, "diff"),
+                              score_interval(treatment, control, critical, "ratio"))
+    if isinstance(treatment, MeanStats) and isinstance(control, MeanStats):
+        v_t, v_c, _ = mean_variances(treatment, control)
+        effect = Effect(diff, v_t + v_c)
+        means = Effect(treatment.total / treatment.n, v_t), Effect(control.total / control.n, v_c)
+        return _VariantResult(msprt_test(effect, tau_sq), always_valid_interval(effect, tau_sq, config.alpha),
+                              always_valid_ratio_interval(*means, tau_sq, config.alpha, nonnegative=nonnegative))
+    raise ValueError("both arms must hold the same kind of statistics")
 
 
 def _insufficiency(names: Sequence[str], data: Sequence[ArmStats], control: int) -> str | None:
@@ -416,7 +445,7 @@ def _analyze_ab_test(
             VariantOutcome(
                 names[i],
                 r.difference.estimate,
-                None if r.lift is None else r.lift.estimate,
+                r.lift.estimate,
                 adjusted[i],
             )
             for i, r in results.items()

@@ -2,8 +2,8 @@
 
 Johari, Pekelis & Walsh (2017), "Always Valid Inference: Continuous Monitoring of A/B Tests"
 (arXiv:1512.04922), with a normal mixing distribution theta ~ N(0, tau^2). For an effect
-estimate theta_hat that is approximately N(theta, V) — a difference of means or a delta-method
-relative lift, with V estimated from the sufficient statistics (the asymptotic form used in
+estimate theta_hat that is approximately N(theta, V) — a difference of means or a log ratio
+(guardrails), with V estimated from the sufficient statistics (the asymptotic form used in
 practice by Optimizely and Eppo) — the mixture likelihood ratio against theta = theta_0 is
 
     Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 (theta_hat - theta_0)^2 / (2 V (V + tau^2))).
@@ -20,9 +20,9 @@ P(sup_n Lambda_n >= 1/alpha) <= alpha under the null, so
 Choice of tau: the mixture spends its power near effects of size tau (the paper's advice is
 to match tau to the effects one expects), so callers pass the minimum detectable effect on the
 same scale as the estimate: `policies.stats.analysis` uses the absolute MDE at the planning baseline
-for differences and the relative MDE for lifts. V (and the baseline, when none is configured)
-are plug-in estimates, so the guarantee is asymptotic; the peeking simulation in
-tests/policies checks it at realistic sample sizes.
+for differences; its lift intervals invert that same mixture (`always_valid_ratio_interval`).
+V (and the baseline, when none is configured) are plug-in estimates, so the guarantee is
+asymptotic; the peeking simulation in tests/policies checks it at realistic sample sizes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policies.stats.effects import Effect, Interval
+from policies.stats.effects import Effect, Interval, fieller_interval
 from policies.stats.frequentist import TestResult
 
 
@@ -80,3 +80,35 @@ def always_valid_interval(effect: Effect, tau_sq: float, alpha: float) -> Interv
     radius_sq = 2.0 * v * (v + tau_sq) / tau_sq * (math.log(1.0 / alpha) + 0.5 * math.log((v + tau_sq) / v))
     radius = math.sqrt(radius_sq)
     return Interval(effect.estimate, effect.estimate - radius, effect.estimate + radius)
+
+
+def mixture_boundary(variance: float, tau_sq: float, alpha: float) -> float:
+    """|estimate| / sqrt(variance) at which Lambda reaches 1/alpha: the radius of
+    `always_valid_interval` in standard errors; inf at zero variance (the mixture cannot reject)."""
+    if variance <= 0:
+        _check_tau_sq(tau_sq)
+        return math.inf
+    return always_valid_interval(Effect(0.0, variance), tau_sq, alpha).high / math.sqrt(variance)
+
+
+def always_valid_ratio_interval(
+    treatment: Effect, control: Effect, tau_sq: float, alpha: float, *, nonnegative: bool
+) -> Interval:
+    """1-alpha confidence sequence for the relative lift mu_t / mu_c - 1 from the mixture that
+    decides: the mSPRT of the difference with variance V = v_t + v_c and tau_sq on the
+    difference scale, inverted on the ratio.
+
+    `treatment` and `control` are the arms' means with the variances of those means. The test of
+    rho is the mixture on mu_t - rho mu_c (estimate m_t - rho m_c, variance
+    V(rho) = v_t + rho^2 v_c) with the mixing variance scaled alike, tau_sq V(rho) / V: the same
+    prior on the standardised effect at every rho. Lambda then depends on the data only through
+    T(rho)^2 = (m_t - rho m_c)^2 / V(rho), so {rho : Lambda_rho < 1/alpha} is Fieller's set
+    (`policies.stats.effects.fieller_interval`) with q = `mixture_boundary(V, tau_sq, alpha)`;
+    at rho = 1 it is exactly `msprt_test` of the difference, so the set excludes rho = 1 exactly
+    when that test rejects. (A mixing variance fixed at tau_sq for every rho would not do: as
+    |rho| grows V(rho) swamps it, Lambda_rho tends to 1 and every rho far enough from 0 is
+    accepted, so the set would never be bounded.) Like the difference's confidence sequence,
+    the guarantee is asymptotic (plug-in variances). Bounds may be infinite.
+    """
+    q = mixture_boundary(treatment.variance + control.variance, tau_sq, alpha)
+    return fieller_interval(treatment, control, q, nonnegative=nonnegative)

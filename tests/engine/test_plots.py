@@ -4,10 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from engine.api import Engine
-from engine.plots import DPI, plot_report
+from engine.dashboard_view import forest_plot
+from engine.plots import DPI, _lift, plot_report
 from engine.report import build_report
 from engine.timeline import Timeline, conversion_timeline
 
@@ -89,3 +91,19 @@ def test_plots_of_experiments_without_outcomes_still_render(engine: Engine, tmp_
 def test_a_timeline_of_another_experiment_is_refused(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bundle"):
         plot_report(build_report(engine, "landing").to_dict(), _timeline(engine, "bundle"), tmp_path)
+
+
+def test_lift_chart_draws_an_unbounded_interval(tmp_path: Path) -> None:
+    """A null lift bound (Fieller's set unbounded) is drawn as such, not dropped or invented."""
+    arm = {"arm": "b", "lift": 0.4, "lift_ci_low": -1.0, "lift_ci_high": None}
+    report = {"experiment": "x", "metric": {"name": "revenue", "type": "revenue"}, "control": "a",
+              "test": {"alpha": 0.05}, "kind": "ab_test",
+              "arms": [{"arm": "a", "lift": None, "lift_ci_low": None, "lift_ci_high": None}, arm]}
+    figure = Figure()
+    ax = figure.add_subplot()
+    _lift(ax, report, Timeline("x", 1, np.array([], dtype="datetime64[us]"), {}))
+    assert [t.get_text() for t in ax.texts] == ["unbounded above"]
+    forest = forest_plot(report)
+    assert forest is not None
+    assert forest["data"][0]["error_x"]["array"] == [None]
+    assert forest["data"][0]["error_x"]["arrayminus"] == [pytest.approx(1.4)]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from policies.stats.analysis import Analysis, AnalysisConfig, analyze
 from policies.stats.corrections import adjust_p_values
@@ -136,10 +137,13 @@ def test_no_difference_at_the_planned_sample() -> None:
     assert result.verdict.status == "no_difference"
 
 
-def test_small_counts_use_fisher() -> None:
+def test_small_counts_keep_the_z_test_and_its_score_intervals() -> None:
     result = _ab([BinaryStats(60, 1), BinaryStats(60, 4)])
-    assert result.comparisons[0].method == "fisher_exact"
-    assert result.test.method == "fisher_exact"
+    assert result.comparisons[0].method == "z_test" and result.test.method == "z_test"
+    # statsmodels.stats.proportion.confint_proportions_2indep(4, 60, 1, 60, method="score",
+    #     compare="ratio", correction=False)
+    ref = confint_proportions_2indep(4, 60, 1, 60, method="score", compare="ratio", correction=False)
+    assert_allclose([result.arms[1].lift_ci_low, result.arms[1].lift_ci_high], np.array(ref) - 1, rtol=1e-7)
 
 
 def test_revenue_metric() -> None:

@@ -1,42 +1,22 @@
-"""Effect estimates: delta-method relative lift and its interval."""
+"""Effect estimates and Fieller's interval for a ratio of means."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from policies.stats.effects import Effect, absolute_difference, log_ratio, normal_interval, relative_lift
+from policies.stats.effects import Effect, absolute_difference, fieller_interval, log_ratio
 from policies.sufficient import BinaryStats, MeanStats
 
-Z_975 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
 
-
-def test_relative_lift_reference() -> None:
-    # Deng, Knoblich & Lu (2018), percent change of independent means, by hand:
-    # p_t = 0.065, p_c = 0.05, Var(p_t) = 0.065 * 0.935 / 4000, Var(p_c) = 0.05 * 0.95 / 4000,
-    # Var = (Var(p_t) + 1.3**2 * Var(p_c)) / 0.05**2 = 0.014105
-    lift = relative_lift(BinaryStats(4000, 260), BinaryStats(4000, 200))
-    assert lift is not None
-    assert_allclose([lift.estimate, lift.variance], [0.3, 0.014105], rtol=1e-9)
-    interval = normal_interval(lift, 0.05)
-    half = Z_975 * 0.014105**0.5
-    assert_allclose([interval.low, interval.high], [0.3 - half, 0.3 + half], rtol=1e-9)
-
-
-def test_revenue_lift_uses_sample_variances() -> None:
+def test_difference_uses_sample_variances() -> None:
     treatment, control = MeanStats(500, 1450.0, 9800.0), MeanStats(480, 1200.0, 7300.0)
     var_t = (9800.0 - 500 * 2.9**2) / 499 / 500
     var_c = (7300.0 - 480 * 2.5**2) / 479 / 480
-    lift = relative_lift(treatment, control)
-    assert lift is not None
-    assert_allclose(lift.estimate, 2.9 / 2.5 - 1, rtol=1e-12)
-    assert_allclose(lift.variance, (var_t + (2.9 / 2.5) ** 2 * var_c) / 2.5**2, rtol=1e-12)
     assert_allclose(absolute_difference(treatment, control).variance, var_t + var_c, rtol=1e-12)
-
-
-def test_lift_undefined_for_zero_control() -> None:
-    assert relative_lift(BinaryStats(100, 3), BinaryStats(100, 0)) is None
 
 
 def test_mean_of_empty_arm_is_a_caller_bug() -> None:
@@ -44,23 +24,49 @@ def test_mean_of_empty_arm_is_a_caller_bug() -> None:
         absolute_difference(BinaryStats(0, 0), BinaryStats(10, 1))
 
 
-def test_delta_method_lift_interval_coverage() -> None:
-    """The 95% lift interval covers the true lift in about 95% of simulated experiments."""
-    rng = np.random.default_rng(11)
-    p_c, p_t, n = 0.08, 0.092, 6000
-    x_t, x_c = rng.binomial(n, p_t, 2000), rng.binomial(n, p_c, 2000)
-    covered = []
-    for a, b in zip(x_t, x_c, strict=True):
-        lift = relative_lift(BinaryStats(n, int(a)), BinaryStats(n, int(b)))
-        assert lift is not None
-        interval = normal_interval(lift, 0.05)
-        covered.append(interval.low <= p_t / p_c - 1 <= interval.high)
-    assert 0.935 <= np.mean(covered) <= 0.965
+def test_fieller_reference() -> None:
+    # Fieller's set {rho : (m_t - rho m_c)^2 <= q^2 (v_t + rho^2 v_c)} for m_t = 2.9, v_t = 0.01,
+    # m_c = 2.5, v_c = 0.0064, q = 1.96: the roots of (6.25 - 0.0245862...) rho^2 - 14.5 rho
+    # + (8.41 - 0.038416) = 0, here from numpy.roots([2.5**2 - 1.96**2 * 0.0064, -2 * 2.9 * 2.5,
+    # 2.9**2 - 1.96**2 * 0.01]) -> [1.2531734..., 1.0776226...]
+    interval = fieller_interval(Effect(2.9, 0.01), Effect(2.5, 0.0064), 1.96, nonnegative=True)
+    ref = np.sort(np.roots([2.5**2 - 1.96**2 * 0.0064, -2 * 2.9 * 2.5, 2.9**2 - 1.96**2 * 0.01]))
+    assert_allclose([interval.estimate, interval.low, interval.high], [2.9 / 2.5 - 1, *(ref - 1)], rtol=1e-12)
+    # At rho = 1 the statistic is (m_t - m_c) / sqrt(v_t + v_c): 0.4 / sqrt(0.0164) = 3.12 > 1.96.
+    assert interval.low > 0
 
 
-def test_normal_interval_of_zero_variance_is_a_point() -> None:
-    interval = normal_interval(Effect(0.2, 0.0), 0.05)
-    assert (interval.low, interval.high) == (0.2, 0.2)
+@pytest.mark.parametrize("critical", [1.5, 3.0, 3.1234, 3.1235, 3.2, 10.0])
+def test_fieller_excludes_ratio_one_exactly_when_the_difference_test_rejects(critical: float) -> None:
+    treatment, control = Effect(2.9, 0.01), Effect(2.5, 0.0064)
+    t = (2.9 - 2.5) / np.sqrt(0.0164)  # 3.1234752377721214
+    interval = fieller_interval(treatment, control, critical, nonnegative=False)
+    assert (interval.low > 0) == (t > critical)
+
+
+def test_fieller_unbounded_when_control_mean_is_not_distinguishable_from_zero() -> None:
+    # a = m_c^2 - q^2 v_c < 0; rays (-inf, r1] u [r2, inf) with r1 < 0 < 1 < r2 here.
+    treatment, control = Effect(10.0, 0.01), Effect(0.5, 1.0)
+    two_rays = fieller_interval(treatment, control, 1.96, nonnegative=False)
+    assert (two_rays.low, two_rays.high) == (-math.inf, math.inf)
+    cut = fieller_interval(treatment, control, 1.96, nonnegative=True)
+    r2 = max(np.roots([0.25 - 1.96**2, -2 * 10 * 0.5, 100 - 1.96**2 * 0.01]))
+    assert cut.high == math.inf and cut.low == pytest.approx(r2 - 1, rel=1e-12) and cut.low > 0
+    whole = fieller_interval(Effect(1.0, 4.0), Effect(0.5, 1.0), 1.96, nonnegative=True)
+    assert (whole.low, whole.high) == (-1.0, math.inf)
+
+
+def test_fieller_never_below_minus_one_for_nonnegative_values() -> None:
+    interval = fieller_interval(Effect(0.1, 0.04), Effect(2.0, 0.01), 1.96, nonnegative=True)
+    assert interval.low == -1.0 < interval.high
+    assert fieller_interval(Effect(0.1, 0.04), Effect(2.0, 0.01), 1.96, nonnegative=False).low < -1.0
+
+
+def test_fieller_without_any_variance_is_the_point() -> None:
+    interval = fieller_interval(Effect(3.0, 0.0), Effect(2.0, 0.0), math.inf, nonnegative=True)
+    assert (interval.low, interval.high) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        fieller_interval(Effect(3.0, 0.1), Effect(0.0, 0.1), 1.96, nonnegative=True)
 
 
 def test_log_ratio_is_katz_log_risk_ratio() -> None:

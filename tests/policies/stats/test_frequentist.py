@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import stats as sps
-from statsmodels.stats.proportion import proportions_ztest
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from policies.stats.frequentist import (
     difference_interval,
-    needs_exact_test,
+    lift_interval,
     omnibus_test,
     proportions_z_test,
     rate_interval,
+    score_interval,
+    score_statistic,
     two_proportion_test,
     welch_test,
 )
@@ -34,25 +36,28 @@ def test_z_test_reference() -> None:
     assert_allclose([result.statistic, result.p_value], [-0.9718769694181318, 0.33111175848686514], rtol=RTOL)
 
 
-def test_fisher_reference_when_expected_counts_are_small() -> None:
-    # 7 conversions in 200: expected successes per arm 3.5 < 5, so the exact test is used.
-    # scipy.stats.fisher_exact([[1, 99], [6, 94]], alternative="two-sided")
+def test_small_counts_keep_the_z_test() -> None:
+    # No switch to Fisher's exact test: the z-test is the score test that the intervals invert.
+    # statsmodels.stats.proportion.proportions_ztest([1, 6], [100, 100])
     result = two_proportion_test(BinaryStats(100, 1), BinaryStats(100, 6))
-    assert result.method == "fisher_exact"
-    assert_allclose([result.statistic, result.p_value], [0.15824915824915825, 0.11840538106385107], rtol=RTOL)
+    assert result.method == "z_test"
+    assert_allclose([result.statistic, result.p_value], [-1.923788514932202, 0.05438109761638306], rtol=RTOL)
 
 
-@pytest.mark.parametrize(
-    ("treatment", "control", "exact"),
-    [
-        (BinaryStats(100, 5), BinaryStats(100, 5), False),  # expected successes 5.0 each
-        (BinaryStats(100, 5), BinaryStats(100, 4), True),  # 4.5
-        (BinaryStats(100, 96), BinaryStats(100, 95), True),  # expected failures 4.5
-        (BinaryStats(10, 0), BinaryStats(10_000, 0), True),  # nobody converted
-    ],
-)
-def test_exact_test_threshold(treatment: BinaryStats, control: BinaryStats, exact: bool) -> None:
-    assert needs_exact_test(treatment, control) is exact
+def test_z_test_size_at_small_counts_is_near_nominal() -> None:
+    """Exact size of the pooled z-test at alpha 0.05 with 40 per arm (every outcome enumerated):
+    0.0074, 0.043, 0.059, 0.048 at rates 0.02, 0.05, 0.1, 0.3, where Cochran's rule used to
+    switch to Fisher's test, whose size there is 0.0001, 0.004, 0.017, 0.028 (the same
+    enumeration with scipy.stats.fisher_exact): it paid power for nothing."""
+    x = np.arange(41)
+    _, p = proportions_z_test(x[:, None], 40, x[None, :], 40)
+    sizes = []
+    for rate in (0.02, 0.05, 0.1, 0.3):
+        weight = np.outer(sps.binom.pmf(x, 40, rate), sps.binom.pmf(x, 40, rate))
+        sizes.append(float(np.sum(weight * (p < 0.05))))
+    assert_allclose(sizes, [0.007445955786422925, 0.04342003881868224, 0.05874988659232852, 0.04836893389696355],
+                    rtol=1e-9)
+    assert max(sizes) < 0.06
 
 
 def test_chi_square_omnibus_reference() -> None:
@@ -84,15 +89,50 @@ def test_wilson_interval_reference() -> None:
     assert_allclose([interval.low, interval.high], [0.0577698514733424, 0.07306486418869791], rtol=RTOL)
 
 
-def test_newcombe_difference_interval_reference() -> None:
-    # statsmodels.stats.proportion.confint_proportions_2indep(260, 4000, 200, 4000,
-    #     method="newcomb", compare="diff", alpha=0.05)
+def test_score_difference_interval_reference() -> None:
+    # Score interval (Miettinen & Nurminen 1985 without the n/(n-1) factor), bounds where the score
+    # z equals -+1.959963984540054; the constrained rates from the appendix's cubic (computed by
+    # hand in numpy). statsmodels' confint_proportions_2indep(260, 4000, 200, 4000, method="score",
+    # compare="diff", correction=False) gives (0.0048157212, 0.0252533148): its closed form has
+    # x_c where the cubic has n_c (checked by the grid search in the test below).
     interval = difference_interval(BinaryStats(4000, 260), BinaryStats(4000, 200), 0.05)
-    assert_allclose(
-        [interval.estimate, interval.low, interval.high],
-        [0.015, 0.0047988895753926526, 0.025254129469704567],
-        rtol=RTOL,
-    )
+    assert_allclose([interval.estimate, interval.low, interval.high],
+                    [0.015, 0.004814780973671323, 0.025274022805412244], rtol=1e-7)
+    for bound, sign in ((interval.low, 1), (interval.high, -1)):
+        assert_allclose(score_statistic(BinaryStats(4000, 260), BinaryStats(4000, 200), bound, "diff"),
+                        sign * 1.959963984540054, rtol=1e-9)
+
+
+def test_constrained_rates_maximise_the_likelihood() -> None:
+    """The score statistic's rates under the hypothesis are the likelihood's maximum: a grid search
+    over p_c with scipy.stats.binom.logpmf, at p_t - p_c = 0.02."""
+    grid = np.linspace(0.0, 0.98, 980_001)
+    p_c = grid[np.argmax(sps.binom.logpmf(260, 4000, grid + 0.02) + sps.binom.logpmf(200, 4000, grid))]
+    p_t = p_c + 0.02
+    z = (0.065 - 0.05 - 0.02) / np.sqrt(p_t * (1 - p_t) / 4000 + p_c * (1 - p_c) / 4000)
+    assert_allclose(score_statistic(BinaryStats(4000, 260), BinaryStats(4000, 200), 0.02, "diff"), z, rtol=1e-6)
+
+
+def test_score_ratio_interval_matches_statsmodels_koopman() -> None:
+    # statsmodels.stats.proportion.confint_proportions_2indep(260, 4000, 200, 4000, method="score",
+    #     compare="ratio", correction=False) -> (1.0872044651904695, 1.5546499104034648)
+    interval = lift_interval(BinaryStats(4000, 260), BinaryStats(4000, 200), 0.05)
+    assert_allclose([interval.estimate, interval.low, interval.high],
+                    [0.3, 0.0872044651904695, 0.5546499104034648], rtol=1e-8)
+
+
+@pytest.mark.parametrize(("treatment", "control"), [
+    (BinaryStats(40, 0), BinaryStats(40, 1)),
+    (BinaryStats(40, 0), BinaryStats(40, 40)),
+    (BinaryStats(40, 40), BinaryStats(40, 40)),
+    (BinaryStats(30, 30), BinaryStats(30, 1)),
+    (BinaryStats(100_000, 0), BinaryStats(100_000, 3)),
+])
+def test_score_intervals_at_extreme_counts_have_width(treatment: BinaryStats, control: BinaryStats) -> None:
+    for compare in ("diff", "ratio"):
+        interval = score_interval(treatment, control, 1.959963984540054, compare)  # type: ignore[arg-type]
+        assert interval.low <= interval.estimate <= interval.high and interval.low < interval.high
+        assert interval.low >= -1.0 and (compare == "ratio" or interval.high <= 1.0)
 
 
 def test_welch_reference() -> None:
@@ -180,7 +220,7 @@ def test_welch_matches_scipy_live(t: tuple[int, float, float], c: tuple[int, flo
 
 
 def test_aa_false_positive_rate() -> None:
-    """2,000 A/A tests at alpha 0.05 (the z-test / Fisher switch as used in reports)."""
+    """2,000 A/A tests at alpha 0.05 (the z-test as used in reports)."""
     rng = np.random.default_rng(20240501)
     n = rng.integers(200, 5000, size=(2000, 2))
     rate = rng.uniform(0.02, 0.3, size=2000)
@@ -192,3 +232,48 @@ def test_aa_false_positive_rate() -> None:
         ]
     )
     assert 0.035 <= np.mean(p_values < 0.05) <= 0.065
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts, counts)
+def test_score_ratio_interval_matches_statsmodels_live(t: tuple[int, int], c: tuple[int, int]) -> None:
+    (n_t, x_t), (n_c, x_c) = t, c
+    if not (0 < x_t < n_t and 0 < x_c < n_c):
+        return  # statsmodels' closed form returns complex or wrong roots at 0 or n (see the test below)
+    interval = lift_interval(BinaryStats(n_t, x_t), BinaryStats(n_c, x_c), 0.05)
+    low, high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="score", compare="ratio", correction=False)
+    assert_allclose([interval.low + 1, interval.high + 1], [low, high], rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts, counts, st.sampled_from([0.01, 0.05, 0.2]))
+def test_score_intervals_exclude_no_effect_exactly_when_the_z_test_rejects(
+    t: tuple[int, int], c: tuple[int, int], alpha: float
+) -> None:
+    treatment, control = BinaryStats(*t), BinaryStats(*c)
+    p_value = two_proportion_test(treatment, control).p_value
+    diff = difference_interval(treatment, control, alpha)
+    assert (diff.low > 0 or diff.high < 0) == (p_value < alpha)
+    if control.successes:
+        lift = lift_interval(treatment, control, alpha)
+        assert (lift.low > 0 or lift.high < 0) == (p_value < alpha)
+
+
+def test_lift_intervals_cover_the_true_lift() -> None:
+    """1,000 simulated experiments each (seed 11): the 95% score interval of the rate ratio and the
+    95% Fieller interval of the ratio of means cover the true +15% in 93-97% of them."""
+    rng = np.random.default_rng(11)
+    n, p_c = 3000, 0.06
+    x_t, x_c = rng.binomial(n, p_c * 1.15, 1000), rng.binomial(n, p_c, 1000)
+    rates = [lift_interval(BinaryStats(n, int(a)), BinaryStats(n, int(b)), 0.05) for a, b in zip(x_t, x_c, strict=True)]
+    assert 0.93 <= np.mean([i.low <= 0.15 <= i.high for i in rates]) <= 0.97
+    # Revenue: 400 units per arm, log-normal values with mean 2 (control) and 2.3 (treatment).
+    sigma = 1.0
+    values_t = rng.lognormal(np.log(2.3) - sigma**2 / 2, sigma, size=(1000, 400))
+    values_c = rng.lognormal(np.log(2.0) - sigma**2 / 2, sigma, size=(1000, 400))
+    means = [
+        lift_interval(MeanStats(400, float(t.sum()), float((t**2).sum())),
+                      MeanStats(400, float(c.sum()), float((c**2).sum())), 0.05)
+        for t, c in zip(values_t, values_c, strict=True)
+    ]
+    assert 0.93 <= np.mean([i.low <= 0.15 <= i.high for i in means]) <= 0.97
