@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.api import Engine
+from engine.breakdown import breakdown_section
 from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
 from engine.spec import ExperimentSpec, Kind, Metric
@@ -46,8 +47,10 @@ class Report:
         return json.dumps(self.data, indent=2, allow_nan=False)
 
 
-def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
-    """Analyse `key` from its stored per-unit sums (O(arms x metrics), whatever the number of events)."""
+def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None) -> Report:
+    """Analyse `key` from its stored per-unit sums (O(arms x metrics), whatever the number of events).
+    With `by`, add the exploratory `breakdown` of the primary metric by that attribute (it
+    reads every unit once; `engine.breakdown`), after the verdict and apart from it."""
     stored, tally = engine.tally(key)
     spec = stored.spec
     served = engine.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
@@ -85,6 +88,8 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
     data["verdict"] = _ship_decision(spec, primary, guards, excluded)
+    if by is not None:
+        data["breakdown"] = breakdown_section(engine.store, spec, by, costs)
     return Report(data)
 
 
@@ -124,7 +129,7 @@ def _attach_guardrails(section: dict[str, Any], guards: list[GuardrailResult]) -
 
 # What a metric declares; with its analysis (`arms`, `test`, `verdict`) an entry of `metrics`.
 _METRIC_FACTS = ("name", "role", "type", "window", "direction", "margin", "net")
-_METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
+_METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict", "cuped")
 
 
 def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats: Sequence[ArmStats],
@@ -147,12 +152,18 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
 
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
                     rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...]) -> dict[str, Any]:
-    """One metric analysed on its own: the per-arm fields, its test and its verdict."""
+    """One metric analysed on its own: the per-arm fields, its test and its verdict. With a
+    covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test."""
+    covariate = None if metric.role is MetricRole.GUARDRAIL else spec.analysis.covariate
     analysis = analyze(
         spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
         config=analysis_config(spec, metric, guardrails), rng=rng,
+        covariates=None if covariate is None else tally.covariates(metric, costs),
     ).to_dict()
+    if analysis["cuped"] is not None:
+        analysis["cuped"] = {"covariate": covariate, **analysis["cuped"],
+                             "units_with_covariate": sum(u.covariate_units for u in tally.units)}
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units
         row["conversions"] = min(m.conversions, u.units)
@@ -179,7 +190,7 @@ def _fmt(key: str, value: Any, revenue: bool) -> str:
     """One report cell: rates and shares as percentages (revenue per unit as a number)."""
     if value is None:
         return "–"
-    if key in ("exposures", "conversions", "decisions"):
+    if key in ("exposures", "conversions", "decisions", "units"):
         return f"{value:,}"
     if key in ("rate", "ci_low", "ci_high"):
         return f"{value:,.3f}" if revenue else f"{value:.2%}"
@@ -195,6 +206,7 @@ def _fmt(key: str, value: Any, revenue: bool) -> str:
 
 
 Columns = tuple[tuple[str, str], ...]
+_TEXT_COLUMNS = ("arm", "channel", "status", "level", "note")
 
 _PRIMARY: Columns = (
     ("arm", "arm"), ("channel", "channel"), ("exposures", "units" ), ("decisions", "decisions"),
@@ -210,6 +222,20 @@ _GUARDRAIL: Columns = (
     ("arm", "arm"), ("exposures", "units"), ("conversions", "conv."), ("rate", "rate"), ("change", "change"),
     ("change_ci_low", "ci low"), ("change_ci_high", "ci high"), ("p_value", "p (non-inf.)"), ("status", "guardrail"),
 )
+
+
+_BREAKDOWN: Columns = (
+    ("level", "level"), ("arm", "arm"), ("units", "units"), ("rate", "rate"), ("lift", "lift"),
+    ("p_value", "p"), ("p_value_adjusted", "p adj. (BH)"), ("note", "note"),
+)
+
+
+def _breakdown_block(b: dict[str, Any], revenue: bool) -> tuple[str, Columns, list[list[str]]]:
+    title = (f"EXPLORATORY breakdown of {b['metric']} by {b['by']} (Benjamini–Hochberg across levels; "
+             f"at most {b['max_levels']} levels, the rest pooled; not part of the verdict)")
+    rows = [[_fmt(k, {"level": lv["level"], "note": lv["note"] if i == 0 else None, **arm}.get(k), revenue)
+             for k, _ in _BREAKDOWN] for lv in b["levels"] for i, arm in enumerate(lv["arms"])]
+    return title, _BREAKDOWN, rows
 
 
 def _metric_title(m: dict[str, Any]) -> str:
@@ -238,6 +264,8 @@ def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
         rows = [_guardrail_cells(a, data["control"]) if guardrail else a for a in m["arms"]]
         out.append((_metric_title(m), columns,
                     [[_fmt(k, row.get(k), m["type"] == "revenue") for k, _ in columns] for row in rows]))
+    if data.get("breakdown"):
+        out.append(_breakdown_block(data["breakdown"], revenue))
     return out
 
 
@@ -259,7 +287,7 @@ def render_table(reports: list[Report], console: Console) -> None:
         for title, columns, rows in blocks(d):
             table = Table(title=title, title_justify="left")
             for key, header in columns:
-                table.add_column(header, justify="left" if key in ("arm", "channel", "status") else "right",
+                table.add_column(header, justify="left" if key in _TEXT_COLUMNS else "right",
                                  no_wrap=True)
             for row in rows:
                 table.add_row(*row)
@@ -276,7 +304,7 @@ def render_markdown(reports: list[Report]) -> str:
         for title, columns, rows in blocks(d):
             lines += [f"**{title}**", ""]
             lines.append("| " + " | ".join(h for _, h in columns) + " |")
-            lines.append("|" + "|".join("---" if k in ("arm", "channel", "status") else "---:" for k, _ in columns)
+            lines.append("|" + "|".join("---" if k in _TEXT_COLUMNS else "---:" for k, _ in columns)
                          + "|")
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
             lines.append("")
