@@ -241,11 +241,12 @@ class Engine:
         spec = stored.spec
         return stored, self.store.tally(spec.key, spec.traffic.phase, spec.arm_keys)
 
-    def report(self, key: str, seed: int = 0) -> Report:
-        """The experiment's report (`engine.report`); `.to_dict()` is the JSON contract."""
+    def report(self, key: str, seed: int = 0, by: str | None = None) -> Report:
+        """The experiment's report (`engine.report`); `.to_dict()` is the JSON contract. `by`
+        adds the exploratory breakdown by `channel` or a context attribute."""
         from engine.report import build_report  # the report module builds on this one
 
-        return build_report(self, key, seed)
+        return build_report(self, key, seed, by)
 
     def costs(self, spec: ExperimentSpec) -> tuple[float, ...]:
         """Each arm's cost per decision (declared, else the channel's default in the settings)."""

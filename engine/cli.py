@@ -306,11 +306,15 @@ def _count_lines(path: Path) -> int | None:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
 
-def _reports(engine: Engine, experiments: list[str] | None) -> list[Any]:
+def _reports(engine: Engine, experiments: list[str] | None, by: str | None = None) -> list[Any]:
+    from engine.breakdown import UnknownAttributeError
     from engine.report import build_report
 
     keys = experiments or sorted(s.spec.key for s in engine.experiments())
-    return [build_report(engine, k) for k in keys]
+    try:
+        return [build_report(engine, k, by=by) for k in keys]
+    except UnknownAttributeError as exc:
+        fail(f"--by {exc}", exc.hint, EXIT_INVALID)
 
 
 @app.command()
@@ -319,13 +323,17 @@ def report(
     fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG charts of each experiment to DIR.",
                                               metavar="DIR", file_okay=False)] = None,
+    by: Annotated[str | None, typer.Option(
+        "--by", metavar="ATTR", help="Add an exploratory breakdown of the primary metric by `channel` or a context "
+                                     "attribute of the units' first exposure (never changes the verdict).",
+        callback=text_option)] = None,
     db: DbOption = None,
 ) -> None:
     """Per-arm results, significance and the verdict of each experiment."""
-    from engine.report import render_markdown, render_table
+    from engine.report_format import render_markdown, render_table
 
     with open_engine(db) as engine:
-        reports = _reports(engine, experiments)
+        reports = _reports(engine, experiments, by)
         if plot is not None:
             from engine.plots import plot_report
             from engine.timeline import conversion_timeline
@@ -353,7 +361,7 @@ def winners(
     db: DbOption = None,
 ) -> None:
     """One verdict line per experiment."""
-    from engine.report import verdict_lines
+    from engine.report_format import verdict_lines
 
     with open_engine(db) as engine:
         reports = _reports(engine, experiments)
@@ -410,7 +418,7 @@ def demo(
 ) -> None:
     """Apply experiments/ to a fresh SQLite file, simulate users through decide -> outcome, report."""
     from engine.demo import run_demo
-    from engine.report import render_table, verdict_line
+    from engine.report_format import render_table, verdict_line
 
     result = run_demo(out_path, config, settings().experiments_dir, users=users, seed=seed, force=force,
                       notice=lambda m: err.print(m, markup=False))

@@ -53,7 +53,8 @@ from engine.dashboard_view import (
     weights_chart,
 )
 from engine.db import read
-from engine.report import blocks, build_report, render_markdown
+from engine.report import build_report
+from engine.report_format import blocks, render_markdown
 from engine.tables import VERSIONS
 from engine.timeline import newest, recent_timeline, weights_over_time
 

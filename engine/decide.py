@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.assignment import arm_for_bucket, arms_for_buckets, bucket, buckets
+from engine.covariate import covariate_value
 from engine.decision import Decision, DecisionBatch, Reason
 from engine.events import utcnow
 from engine.health import StoreHealth
@@ -94,6 +95,8 @@ class Decider:
         for context in contexts:
             if context:
                 check_context(context)
+                if spec.analysis.covariate is not None:
+                    covariate_value(spec.analysis.covariate, context)
         b = buckets(spec.seed, units)
         masks = [live.eligible(c) if c else None for c in contexts]
         if spec.kind is Kind.AB_TEST:
@@ -145,6 +148,8 @@ class Decider:
         check_unit(unit)
         if context:
             check_context(context)
+            if spec.analysis.covariate is not None:
+                covariate_value(spec.analysis.covariate, context)
         mask = live.eligible(context)
         if spec.status in (Status.PAUSED, Status.STOPPED, Status.CONCLUDED):
             return self._outside(live, spec.winner or spec.fallback_arm, Reason.STOPPED, None, mask)

@@ -1,4 +1,5 @@
-"""Reports: the analysis of one experiment as a dict (the JSON contract), a table or markdown."""
+"""Reports: the analysis of one experiment as a dict (the JSON contract); `engine.report_format`
+renders it as tables or markdown."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from engine.api import Engine
+from engine.breakdown import breakdown_section
 from engine.events import utcnow
 from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
@@ -65,8 +65,10 @@ class Report:
         return json.dumps(self.data, indent=2, allow_nan=False)
 
 
-def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
-    """Analyse `key` from its stored per-unit sums (O(arms x metrics), whatever the number of events)."""
+def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None) -> Report:
+    """Analyse `key` from its stored per-unit sums (O(arms x metrics), whatever the number of events).
+    With `by`, add the exploratory `breakdown` of the primary metric by that attribute (it
+    reads every unit once; `engine.breakdown`), after the verdict and apart from it."""
     stored, tally = engine.tally(key)
     spec = stored.spec
     served = engine.store.arm_aggregates(spec.key, spec.traffic.phase, spec.arm_keys)
@@ -106,6 +108,8 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
         "metrics": [{k: v for k, v in section.items() if k in _METRIC_KEYS} for section in sections],
     }
     _keep_verdict(engine, stored, tally, data, _ship_decision(spec, primary, guards, excluded))
+    if by is not None:
+        data["breakdown"] = breakdown_section(engine.store, spec, by, costs)
     return Report(data)
 
 
@@ -209,7 +213,7 @@ def _attach_guardrails(section: dict[str, Any], guards: list[GuardrailResult]) -
 
 # What a metric declares; with its analysis (`arms`, `test`, `verdict`) an entry of `metrics`.
 _METRIC_FACTS = ("name", "role", "type", "window", "direction", "margin", "net")
-_METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
+_METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict", "cuped")
 
 
 def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats: Sequence[ArmStats],
@@ -233,12 +237,18 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
                     rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...] = (),
                     basis: Basis = Basis()) -> dict[str, Any]:
-    """One metric analysed on its own: the per-arm fields, its test and its verdict."""
+    """One metric analysed on its own: the per-arm fields, its test and its verdict. With a
+    covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test."""
+    covariate = None if metric.role is MetricRole.GUARDRAIL else spec.analysis.covariate
     analysis = analyze(
         spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
         config=analysis_config(spec, metric, guardrails, basis), rng=rng,
+        covariates=None if covariate is None else tally.covariates(metric, costs),
     ).to_dict()
+    if analysis["cuped"] is not None:
+        analysis["cuped"] = {"covariate": covariate, **analysis["cuped"],
+                             "units_with_covariate": sum(u.covariate_units for u in tally.units)}
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units
         row["conversions"] = min(m.conversions, u.units)
@@ -259,140 +269,3 @@ def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None)
         out["net_value_per_unit"] = (value - spent) / units if units else None
         out["roi"] = (value - spent) / spent if spent > 0 else None
     return out
-
-
-def _fmt(key: str, value: Any, revenue: bool) -> str:
-    """One report cell: rates and shares as percentages (revenue per unit as a number)."""
-    if value is None:
-        return "–"
-    if key in ("exposures", "conversions", "decisions"):
-        return f"{value:,}"
-    if key in ("rate", "ci_low", "ci_high"):
-        return f"{value:,.3f}" if revenue else f"{value:.2%}"
-    if key in ("lift", "change", "change_ci_low", "change_ci_high", "roi"):
-        return f"{value:+.1%}"
-    if key in ("prob_best", "weight"):
-        return f"{value:.1%}"
-    if key in ("p_value_adjusted", "p_value"):
-        return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-    if key in ("cost", "net_value_per_unit"):
-        return f"{value:,.3f}"
-    return str(value)
-
-
-Columns = tuple[tuple[str, str], ...]
-
-_PRIMARY: Columns = (
-    ("arm", "arm"), ("channel", "channel"), ("exposures", "units" ), ("decisions", "decisions"),
-    ("conversions", "conv."), ("rate", "rate"), ("ci_low", "ci low"), ("ci_high", "ci high"), ("lift", "lift"),
-    ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"), ("weight", "weight"), ("cost", "cost"),
-    ("net_value_per_unit", "net/unit"),
-)
-_SECONDARY: Columns = (
-    ("arm", "arm"), ("exposures", "units"), ("conversions", "conv."), ("rate", "rate"), ("ci_low", "ci low"),
-    ("ci_high", "ci high"), ("lift", "lift"), ("p_value_adjusted", "p adj."), ("prob_best", "P(best)"),
-)
-_GUARDRAIL: Columns = (
-    ("arm", "arm"), ("exposures", "units"), ("conversions", "conv."), ("rate", "rate"), ("change", "change"),
-    ("change_ci_low", "ci low"), ("change_ci_high", "ci high"), ("p_value", "p (non-inf.)"), ("status", "guardrail"),
-)
-
-
-def _metric_title(m: dict[str, Any]) -> str:
-    window = f", window {m['window']}" if m.get("window") else ""
-    if m["role"] == "guardrail":
-        harm = "rise" if m["direction"] == "decrease" else "fall"
-        return f"GUARDRAIL {m['name']} ({m['type']}{window}): must not {harm} by more than {m['margin']:.0%}"
-    return f"{m['role']} metric {m['name']} ({m['type']}{'' if not m.get('net') else ', net of cost'}{window})"
-
-
-def _guardrail_cells(arm: dict[str, Any], control: str) -> dict[str, Any]:
-    g = arm.get("guardrail") or {}
-    status = "control" if arm["arm"] == control else str(g.get("status", "–")).replace("_", " ")
-    return {**arm, "change": g.get("change"), "change_ci_low": g.get("ci_low"), "change_ci_high": g.get("ci_high"),
-            "p_value": g.get("p_value"), "status": "FAILED" if status == "failed" else status}
-
-
-def blocks(data: dict[str, Any]) -> list[tuple[str, Columns, list[list[str]]]]:
-    """The report as titled tables: the primary metric's arms, then one table per other metric."""
-    revenue = data["metric"]["type"] == "revenue"
-    out = [(_metric_title(data["metrics"][0]), _PRIMARY,
-            [[_fmt(k, arm.get(k), revenue) for k, _ in _PRIMARY] for arm in data["arms"]])]
-    for m in data["metrics"][1:]:
-        guardrail = m["role"] == "guardrail"
-        columns = _GUARDRAIL if guardrail else _SECONDARY
-        rows = [_guardrail_cells(a, data["control"]) if guardrail else a for a in m["arms"]]
-        out.append((_metric_title(m), columns,
-                    [[_fmt(k, row.get(k), m["type"] == "revenue") for k, _ in columns] for row in rows]))
-    return out
-
-
-def _verdict_text(v: dict[str, Any]) -> str:
-    winner = f" -> {v['winner']}" if v.get("winner") else ""
-    return f"{v['status']}{winner} ({v['reason']})"
-
-
-def verdict_line(data: dict[str, Any]) -> str:
-    """The verdict; a kept one says when it was kept."""
-    kept = data["verdict"].get("kept_at")
-    return f"{data['experiment']}: {_verdict_text(data['verdict'])}" + (f" [kept {kept}]" if kept else "")
-
-
-def verdict_lines(data: dict[str, Any]) -> list[str]:
-    """The verdict line, then the current data's verdict when it disagrees with the kept one."""
-    current = data.get("current_verdict")
-    return [verdict_line(data)] + ([f"{data['experiment']}: current data: {_verdict_text(current)}"] if current else [])
-
-
-def plan_line(data: dict[str, Any]) -> str | None:
-    """Where the planned sample comes from (None for experiments without a plan, e.g. bandits)."""
-    p = data.get("planning") or {}
-    if p.get("source") is None:
-        return None
-    sd = "" if p["baseline_sd"] is None else f", sd {p['baseline_sd']:,.4g}"
-    frozen = f" at {p['frozen_at']}" if p.get("frozen_at") else ""
-    planned = "no sample can be planned" if p.get("planned_n_per_arm") is None else (
-        f"{p['planned_n_per_arm']:,} units per arm, {p['share_reached']:.0%} reached")
-    return f"plan: {planned} (baseline {p['baseline']:,.4g}{sd}, {p['source']}{frozen})"
-
-
-def _heading(d: dict[str, Any]) -> str:
-    several = f", {d['units_in_several_arms']:,} units seen in several arms" if d["units_in_several_arms"] else ""
-    return f"{d['experiment']} — {d['kind']} / {d['policy']} / {d['status']} / per {d['analysis_unit']}{several}"
-
-
-def render_table(reports: list[Report], console: Console) -> None:
-    for r in reports:
-        d = r.data
-        console.print(_heading(d), markup=False)
-        for title, columns, rows in blocks(d):
-            table = Table(title=title, title_justify="left")
-            for key, header in columns:
-                table.add_column(header, justify="left" if key in ("arm", "channel", "status") else "right",
-                                 no_wrap=True)
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
-        for line in [plan_line(d), *verdict_lines(d)]:
-            if line is not None:
-                console.print(line, markup=False)
-        console.print()
-
-
-def render_markdown(reports: list[Report]) -> str:
-    lines: list[str] = []
-    for r in reports:
-        d = r.data
-        lines += [f"### {_heading(d)}", ""]
-        for title, columns, rows in blocks(d):
-            lines += [f"**{title}**", ""]
-            lines.append("| " + " | ".join(h for _, h in columns) + " |")
-            lines.append("|" + "|".join("---" if k in ("arm", "channel", "status") else "---:" for k, _ in columns)
-                         + "|")
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-            lines.append("")
-        if (plan := plan_line(d)) is not None:
-            lines += [f"**Plan:** {plan.removeprefix('plan: ')}", ""]
-        kept, *current = verdict_lines(d)
-        lines += [f"**Verdict:** {kept}", ""] + [f"**Current data:** {c}" for c in current] + ([""] if current else [])
-    return "\n".join(lines)

@@ -342,10 +342,15 @@ def create_app(engine: Engine, keys: ApiKeys, max_body_bytes: int = 1024 * 1024,
                  "version": s.version, "phase": s.phase, "arms": list(s.spec.arm_keys)} for s in stored]
 
     @app.get("/v1/experiments/{key}/report", dependencies=[admin])
-    async def report(key: str) -> dict[str, Any]:
+    async def report(key: str, by: str | None = None) -> dict[str, Any]:
+        """`by`: an exploratory breakdown by `channel` or a context attribute (422 if no unit has it)."""
+        from engine.breakdown import UnknownAttributeError
         from engine.report import build_report
 
-        return (await run_in_threadpool(build_report, engine, key)).to_dict()
+        try:
+            return (await run_in_threadpool(build_report, engine, key, 0, by)).to_dict()
+        except UnknownAttributeError as exc:
+            raise ApiError(422, f"by {exc}", exc.hint) from None
 
     mount_dashboard(app, engine, keys, auth)  # the results pages under /ui/
 

@@ -23,6 +23,8 @@ from engine.text import text_problem
 from policies.bandits.registry import Policy, make_policy
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
+# A context attribute's name: a letter or underscore, then letters, digits, `_`, `.` or `-`.
+AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 class Status(StrEnum):
@@ -189,6 +191,9 @@ class Analysis(Model):
     baseline: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)] | None = None
     baseline_mean: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     baseline_sd: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    # CUPED: a numeric context attribute known before exposure (e.g. last quarter's spend); a
+    # unit's value is the one in the context of its first exposure (`policies.stats.cuped`).
+    covariate: AttributeName | None = None
 
 
 # A campaign's description is a paragraph or two of copy, in any language; the classifier
@@ -331,6 +336,13 @@ def cross_field_problems(spec: ExperimentSpec) -> Iterator[tuple[Loc, str]]:
     ):
         if value is not None and value not in keys:
             yield field, f"{value!r} is not an arm; arms: {', '.join(spec.arm_keys)}"
+
+    if spec.analysis.covariate is not None:
+        if spec.kind is Kind.BANDIT:
+            yield ("analysis", "covariate"), "CUPED adjusts A/B comparisons; a bandit is read on its posteriors"
+        elif spec.analysis_unit is AnalysisUnit.DECISION:
+            yield ("analysis", "covariate"), ("needs analysis.unit: user (a unit's covariate is read at its "
+                                              "first exposure)")
 
     if spec.kind is Kind.AB_TEST and spec.policy.name != "fixed":
         yield ("policy", "name"), "an ab_test uses the fixed policy; use kind: bandit for a bandit"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Float, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -136,6 +136,8 @@ class UnitRow(SQLModel, table=True):
     first_ts: datetime
     decisions: int = 1
     several_arms: bool = False
+    # The CUPED covariate in the context of the first exposure (None: not declared, or absent).
+    covariate: float | None = None
 
 
 class UnitValueRow(SQLModel, table=True):
@@ -165,6 +167,13 @@ class UnitStatsRow(SQLModel, table=True):
     decisions: int = 0
     decisions_sq: int = 0
     several_arms: int = 0
+    # CUPED: units with a covariate value, and over all units (x = 0 without one) the sums of
+    # x, x^2 and x times decisions (for metrics net of cost). Defaults on the server only, so
+    # writes that do not name them (the recount of revision 0002) run on older schemas too.
+    covariate_units: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    covariate_total: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
+    covariate_total_sq: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
+    covariate_decisions: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
 
 
 class MetricStatsRow(SQLModel, table=True):
@@ -181,6 +190,8 @@ class MetricStatsRow(SQLModel, table=True):
     total: float = 0.0
     total_sq: float = 0.0
     total_decisions: float = 0.0
+    # CUPED: sum over units of covariate x value (server default: see unit_stats).
+    covariate_cross: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
 
 
 class ArmExclusionRow(SQLModel, table=True):

@@ -31,6 +31,7 @@ from engine.store.outcomes import EventBatch, EventOutcome, check_event, importe
 from engine.store.plans import FrozenPlan, KeptVerdict, freeze_plan, keep_verdict, read_plan, read_verdict
 from engine.store.quarantine import quarantine, read_quarantine, write_isolating
 from engine.store.tags import ArmTags, read_tags, write_tags
+from engine.store.units import UnitRecord, unit_records
 from engine.store.weights import (
     Exclusion,
     WeightsEntry,
@@ -247,6 +248,12 @@ class Store:
         exports of any size."""
         with read(self.sa) as conn:
             yield from conn.execution_options(yield_per=5000).execute(log_query(key, phase))
+
+    def unit_records(self, key: str, phase: int, metric: str, per_user: bool) -> list[UnitRecord]:
+        """Every analysis unit of the phase with its first exposure and value of `metric`
+        (`units.unit_records`), for breakdowns."""
+        with read(self.sa) as conn:
+            return list(unit_records(conn, key, phase, metric, per_user))
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (for summaries and tests)."""

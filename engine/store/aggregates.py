@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 from engine.db import insert_if_absent
 from engine.spec import Metric
 from engine.tables import ARM_STATS, METRIC_STATS, UNIT_STATS
+from policies.stats.cuped import CovariateSums
 from policies.sufficient import ArmStats, BinaryStats, MeanStats, net_of_cost
 
 
@@ -54,12 +55,18 @@ class Increments:
     """Counter increments of one transaction for one table, applied at its end in a fixed
     (sorted) order: two transactions never lock the same rows in opposite orders, so they cannot
     deadlock. A row that does not exist yet is created (`arm_stats` rows exist from `apply`;
-    the per-unit tables' rows appear with their first unit)."""
+    the per-unit tables' rows appear with their first unit).
 
-    def __init__(self, table: Table, keys: Sequence[str], counters: Sequence[str]) -> None:
-        self.table, self.keys, self.counters = table, tuple(keys), tuple(counters)
+    `optional` counters (defaults on the server) are named in a statement only when they
+    change, so a store whose schema predates them (the recount of an earlier revision) is
+    written without them."""
+
+    def __init__(self, table: Table, keys: Sequence[str], counters: Sequence[str],
+                 optional: Sequence[str] = ()) -> None:
+        self.table, self.keys = table, tuple(keys)
+        self._required = len(counters)
+        self.counters = (*counters, *optional)
         self._rows: dict[tuple[Any, ...], list[float]] = {}
-        self._bump = _bump(table, self.keys, self.counters)
 
     def add(self, key: tuple[Any, ...], **deltas: float) -> None:
         row = self._rows.setdefault(key, [0] * len(self.counters))
@@ -71,19 +78,22 @@ class Increments:
         for key, row in sorted(self._rows.items()):
             if not any(row):
                 continue
+            named = [(n, d) for i, (n, d) in enumerate(zip(self.counters, row, strict=True))
+                     if i < self._required or d]
+            bump = _bump(self.table, self.keys, tuple(n for n, _ in named))
             params = {f"k_{k}": v for k, v in zip(self.keys, key, strict=True)}
-            params.update({f"d_{n}": _typed(self.table, n, d) for n, d in zip(self.counters, row, strict=True)})
-            if conn.execute(self._bump, params).rowcount == 0:
-                self._create(conn, params)
+            params.update({f"d_{n}": _typed(self.table, n, d) for n, d in named})
+            if conn.execute(bump, params).rowcount == 0:
+                self._create(conn, params, [n for n, _ in named], bump)
         self._rows.clear()
 
-    def _create(self, conn: Connection, params: dict[str, Any]) -> None:
-        row = {k: params[f"k_{k}"] for k in self.keys} | {n: params[f"d_{n}"] for n in self.counters}
+    def _create(self, conn: Connection, params: dict[str, Any], counters: list[str], bump: Any) -> None:
+        row = {k: params[f"k_{k}"] for k in self.keys} | {n: params[f"d_{n}"] for n in counters}
         if not insert_if_absent(conn, self.table, row):  # another writer created it first
-            conn.execute(self._bump, params)
+            conn.execute(bump, params)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _bump(table: Table, keys: tuple[str, ...], counters: tuple[str, ...]) -> Any:
     # Built once: building SQLAlchemy expressions per transaction costs more than running them.
     c = table.c
@@ -115,6 +125,10 @@ class UnitAggregate:
     decisions: int = 0
     decisions_sq: int = 0
     several_arms: int = 0
+    covariate_units: int = 0
+    covariate_total: float = 0.0
+    covariate_total_sq: float = 0.0
+    covariate_decisions: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,7 @@ class MetricAggregate:
     total: float = 0.0
     total_sq: float = 0.0
     total_decisions: float = 0.0
+    covariate_cross: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -159,20 +174,29 @@ class Tally:
         return out
 
 
+    def covariates(self, metric: Metric, costs: Sequence[float]) -> list[CovariateSums]:
+        """The CUPED covariate sums per arm for `metric` (the cross sum net of `costs` when it
+        says `net`: sum x (v - c k) = sum x v - c sum x k)."""
+        return [CovariateSums(u.covariate_total, max(u.covariate_total_sq, 0.0),
+                              m.covariate_cross - (cost * u.covariate_decisions if metric.net else 0.0))
+                for u, m, cost in zip(self.units, self.metric(metric.name), costs, strict=True)]
+
+
 def read_tally(conn: Connection, key: str, phase: int, arms: Sequence[str]) -> Tally:
     index = {a: i for i, a in enumerate(arms)}
     units = [UnitAggregate()] * len(arms)
     u = UNIT_STATS.c
-    for arm, n, d, dsq, several in conn.execute(
-            select(u.arm, u.units, u.decisions, u.decisions_sq, u.several_arms)
+    for arm, *counts in conn.execute(
+            select(u.arm, u.units, u.decisions, u.decisions_sq, u.several_arms, u.covariate_units, u.covariate_total,
+                   u.covariate_total_sq, u.covariate_decisions)
             .where(u.experiment == key, u.phase == phase)):
         if arm in index:
-            units[index[arm]] = UnitAggregate(n, d, dsq, several)
+            units[index[arm]] = UnitAggregate(*counts)
     metrics: dict[str, list[MetricAggregate]] = {}
     m = METRIC_STATS.c
-    for name, arm, c, t, t2, td in conn.execute(
-            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions)
+    for name, arm, *sums in conn.execute(
+            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions, m.covariate_cross)
             .where(m.experiment == key, m.phase == phase)):
         if arm in index:
-            metrics.setdefault(name, [MetricAggregate()] * len(arms))[index[arm]] = MetricAggregate(c, t, t2, td)
+            metrics.setdefault(name, [MetricAggregate()] * len(arms))[index[arm]] = MetricAggregate(*sums)
     return Tally(tuple(arms), tuple(units), {k: tuple(v) for k, v in metrics.items()})

@@ -21,7 +21,7 @@ from engine.db import insert_columns, insert_if_absent, member_of
 from engine.events import utcnow
 from engine.store.aggregates import Deltas
 from engine.store.experiments import specs_of_versions
-from engine.store.ledger import Ledger
+from engine.store.ledger import Ledger, unit_covariate
 from engine.tables import ASSIGNMENTS, DECISIONS
 
 _DECISION_STATE = tuple(DECISIONS.c[c] for c in ("decision_id", "experiment", "phase", "arm", "converted", "value",
@@ -112,10 +112,10 @@ def insert_exposures(conn: Connection, exposures: Sequence[Exposure]) -> int:
     deltas.apply(conn)
     ledger = Ledger(conn)
     specs = specs_of_versions(conn, zip(c["experiment"], c["version"], strict=True))
-    for key, version, phase, unit, arm, ts in zip(c["experiment"], c["version"], c["phase"], c["unit"], c["arm"],
-                                                   c["ts"], strict=True):
+    for key, version, phase, unit, arm, ts, context_json in zip(
+            c["experiment"], c["version"], c["phase"], c["unit"], c["arm"], c["ts"], c["context_json"], strict=True):
         if (spec := specs.get((key, version))) is not None:
-            ledger.expose(spec, phase, unit, arm, ts)
+            ledger.expose(spec, phase, unit, arm, ts, unit_covariate(spec, context_json))
     ledger.settle()
     return len(new)
 

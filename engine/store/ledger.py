@@ -1,5 +1,8 @@
 """Per-unit accounting: the randomisation unit is the analysis unit.
 
+Why this module is one piece (about 440 lines): every sum a unit takes part in moves in the
+same few places (first exposure, conversion, recount), and those must change together.
+
 Per-user experiments (`analysis.unit: user`): a unit's first exposure in the phase fixes its
 arm and the start of its conversion windows. Its later decisions in that arm count as decisions
 (what it cost), not as units; a decision in another arm marks it as seen in several arms. A
@@ -12,10 +15,16 @@ raw rows: exactly once, and equal to a recount. The unit's row is read `FOR UPDA
 replicas on PostgreSQL take turns per unit. Arrival order does not matter: a conversion is
 stored with its time and judged against the unit's start, and an exposure earlier than the
 start recounts the unit from its raw rows (`_recount`).
+
+CUPED (`analysis.covariate`): a unit's covariate x is read from the context of its first
+exposure and kept on its row; the per-arm sums of x, x^2 and x times decisions (`unit_stats`)
+and of x times each metric's value (`metric_stats.covariate_cross`) move with the unit as the
+other sums do. A unit without a value counts with x = 0 and is not in `covariate_units`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +33,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, bindparam, delete, select, update
 
+from engine.covariate import covariate_value
 from engine.db import bulk_insert, member_of
 from engine.spec import AnalysisUnit, ExperimentSpec
 from engine.store.aggregates import Increments
@@ -55,6 +65,15 @@ class _Unit:
     several_arms: bool
     stored: bool = True
     changed: bool = False
+    covariate: float | None = None
+
+    def covariate_sums(self, sign: int) -> dict[str, float]:
+        """The unit's part of the arm's covariate sums (`unit_stats`), times `sign`."""
+        x = self.covariate
+        if x is None:
+            return {}
+        return {"covariate_units": sign, "covariate_total": sign * x, "covariate_total_sq": sign * x * x,
+                "covariate_decisions": sign * x * self.decisions}
 
 
 @dataclass
@@ -67,6 +86,19 @@ class _Value:
 
 def per_user(spec: ExperimentSpec) -> bool:
     return spec.analysis_unit is AnalysisUnit.USER
+
+
+def unit_covariate(spec: ExperimentSpec, context_json: str | None) -> float | None:
+    """The covariate of a unit whose first decision logged `context_json` (None: the spec
+    declares none, the context lacks it, or holds no number: rows logged before it was declared)."""
+    name = spec.analysis.covariate
+    if name is None or not context_json or not per_user(spec):
+        return None
+    try:
+        context = json.loads(context_json)
+        return covariate_value(name, context) if isinstance(context, dict) else None
+    except ValueError:
+        return None
 
 
 def _net_metrics(spec: ExperimentSpec) -> tuple[str, ...]:
@@ -85,7 +117,7 @@ def _naive(ts: datetime) -> datetime:
 @lru_cache(maxsize=4)
 def _units_in(dialect: str) -> Select[Any]:
     u = UNITS.c
-    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms)
+    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms, u.covariate)
             .where(u.experiment == bindparam("experiment"), u.phase == bindparam("phase"),
                    member_of(u.unit, "units", dialect))
             .order_by(u.unit).with_for_update())
@@ -103,7 +135,7 @@ _UPDATE_UNIT = (
     update(UNITS).where(UNITS.c.experiment == bindparam("k_experiment"), UNITS.c.phase == bindparam("k_phase"),
                         UNITS.c.unit == bindparam("k_unit"))
     .values(arm=bindparam("arm"), first_ts=bindparam("first_ts"), decisions=bindparam("decisions"),
-            several_arms=bindparam("several_arms"))
+            several_arms=bindparam("several_arms"), covariate=bindparam("covariate"))
 )
 _UPDATE_VALUE = (
     update(UNIT_VALUES).where(
@@ -113,23 +145,43 @@ _UPDATE_VALUE = (
 )
 
 
+_UNIT_COLUMNS = ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms", "covariate")
+_UNIT_COVARIATE_SUMS = ("covariate_units", "covariate_total", "covariate_total_sq", "covariate_decisions")
+
+
+def _insert_units(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert `units` rows (`_UNIT_COLUMNS`); the covariate column only when a row has one, so
+    the recount of an earlier revision runs on a schema without it."""
+    if any(r[-1] is not None for r in rows):
+        bulk_insert(conn, UNITS, _UNIT_COLUMNS, rows)
+    else:
+        bulk_insert(conn, UNITS, _UNIT_COLUMNS[:-1], [r[:-1] for r in rows])
+
+
+def _unit_update(experiment: str, phase: int, unit: str, s: _Unit) -> dict[str, Any]:
+    return {"k_experiment": experiment, "k_phase": phase, "k_unit": unit, "arm": s.arm, "first_ts": s.first_ts,
+            "decisions": s.decisions, "several_arms": s.several_arms, "covariate": s.covariate}
+
+
 class Ledger:
     """The per-unit accounting of one transaction: queue exposures and conversions, then `settle`."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime]] = []
+        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime, float | None]] = []
         self._conversions: list[Conversion] = []
         self._specs: dict[str, ExperimentSpec] = {}
         self.unit_stats = Increments(UNIT_STATS, ("experiment", "phase", "arm"),
-                                     ("units", "decisions", "decisions_sq", "several_arms"))
+                                     ("units", "decisions", "decisions_sq", "several_arms"), _UNIT_COVARIATE_SUMS)
         self.metric_stats = Increments(METRIC_STATS, ("experiment", "phase", "metric", "arm"),
-                                       ("conversions", "total", "total_sq", "total_decisions"))
+                                       ("conversions", "total", "total_sq", "total_decisions"), ("covariate_cross",))
 
-    def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime) -> None:
-        """A newly logged decision (never one logged before: callers pass only new rows)."""
+    def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime,
+               covariate: float | None = None) -> None:
+        """A newly logged decision (never one logged before: callers pass only new rows), with
+        the covariate of its context (`unit_covariate`)."""
         if per_user(spec):
-            self._exposures.append((spec, phase, unit, arm, ts))
+            self._exposures.append((spec, phase, unit, arm, ts, covariate))
         else:
             self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
 
@@ -142,8 +194,8 @@ class Ledger:
         units = self._read_units()
         values = self._read_values(units)
         recount: set[UnitKey] = set()
-        for spec, phase, unit, arm, ts in sorted(self._exposures, key=lambda e: _naive(e[4])):
-            self._expose(units, values, recount, spec, phase, unit, arm, ts)
+        for spec, phase, unit, arm, ts, covariate in sorted(self._exposures, key=lambda e: _naive(e[4])):
+            self._expose(units, values, recount, spec, phase, unit, arm, ts, covariate)
         for c in self._conversions:
             self._convert(units, values, recount, c)
         self._write_units(units)
@@ -157,7 +209,7 @@ class Ledger:
 
     def _unit_keys(self) -> dict[tuple[str, int], set[str]]:
         wanted: dict[tuple[str, int], set[str]] = {}
-        for spec, phase, unit, _, _ in self._exposures:
+        for spec, phase, unit, *_ in self._exposures:
             wanted.setdefault((spec.key, phase), set()).add(unit)
             self._specs[spec.key] = spec
         for c in self._conversions:
@@ -173,8 +225,8 @@ class Ledger:
                 continue
             rows = self.conn.execute(_units_in(self.conn.dialect.name),
                                      {"experiment": key, "phase": phase, "units": sorted(names)})
-            for unit, arm, first_ts, decisions, several in rows:
-                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several))
+            for unit, arm, first_ts, decisions, several, covariate in rows:
+                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several), covariate=covariate)
         return states
 
     def _read_values(self, units: dict[UnitKey, _Unit]) -> dict[ValueKey, _Value]:
@@ -189,14 +241,15 @@ class Ledger:
     # -- applying --------------------------------------------------------------------
 
     def _expose(self, units: dict[UnitKey, _Unit], values: dict[ValueKey, _Value], recount: set[UnitKey],
-                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime) -> None:
+                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime, covariate: float | None) -> None:
         key = (spec.key, phase, unit)
         state = units.get(key)
         if key in recount:
             return
         if state is None:
-            units[key] = _Unit(arm, ts, 1, False, stored=False, changed=True)
-            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
+            units[key] = fresh = _Unit(arm, ts, 1, False, stored=False, changed=True, covariate=covariate)
+            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                **fresh.covariate_sums(1))
         elif _naive(ts) < _naive(state.first_ts) or (_naive(ts) == _naive(state.first_ts) and arm != state.arm):
             # An earlier first exposure, or one at the same instant in another arm (the recount breaks
             # the tie by decision id, whatever the arrival order): arm and windows may change.
@@ -204,7 +257,8 @@ class Ledger:
         elif arm == state.arm:
             k = state.decisions
             state.decisions, state.changed = k + 1, True
-            self.unit_stats.add((spec.key, phase, arm), decisions=1, decisions_sq=2 * k + 1)
+            self.unit_stats.add((spec.key, phase, arm), decisions=1, decisions_sq=2 * k + 1,
+                                covariate_decisions=state.covariate or 0.0)
             for metric in _net_metrics(spec):
                 if (v := values.get((spec.key, phase, metric, unit))) is not None:
                     self.metric_stats.add((spec.key, phase, metric, arm), total_decisions=v.value)
@@ -221,9 +275,9 @@ class Ledger:
             if key in recount or state is None:
                 recount.add(key)  # no state yet (rows logged before per-unit accounting): recount
                 return
-            arm, start, decisions, unit = state.arm, state.first_ts, state.decisions, c.unit
+            arm, start, decisions, unit, x = state.arm, state.first_ts, state.decisions, c.unit, state.covariate or 0.0
         else:
-            arm, start, decisions, unit = c.arm, c.decision_ts, 1, c.decision_id
+            arm, start, decisions, unit, x = c.arm, c.decision_ts, 1, c.decision_id, 0.0
         metric = spec.measure(c.metric)
         assert metric is not None
         elapsed = _seconds(c.ts, start)
@@ -234,19 +288,17 @@ class Ledger:
         after = before + (c.value or 0.0) if metric.revenue else 1.0
         self.metric_stats.add((spec.key, c.phase, metric.name, arm), conversions=0 if v.converted else 1,
                               total=after - before, total_sq=after * after - before * before,
-                              total_decisions=(after - before) * decisions if metric.net else 0.0)
+                              total_decisions=(after - before) * decisions if metric.net else 0.0,
+                              covariate_cross=x * (after - before))
         v.converted, v.value, v.changed = True, after, True
 
     # -- writing ---------------------------------------------------------------------
 
     def _write_units(self, units: dict[UnitKey, _Unit]) -> None:
-        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms)
+        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms, s.covariate)
                for (k, p, u), s in sorted(units.items()) if not s.stored]
-        bulk_insert(self.conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms"),
-                    new)
-        changed = [{"k_experiment": k, "k_phase": p, "k_unit": u, "arm": s.arm, "first_ts": s.first_ts,
-                    "decisions": s.decisions, "several_arms": s.several_arms}
-                   for (k, p, u), s in sorted(units.items()) if s.stored and s.changed]
+        _insert_units(self.conn, new)
+        changed = [_unit_update(k, p, u, s) for (k, p, u), s in sorted(units.items()) if s.stored and s.changed]
         if changed:
             self.conn.execute(_UPDATE_UNIT, changed)
         for s in units.values():
@@ -282,13 +334,10 @@ class Ledger:
             return
         state, new_values = fresh
         if old is None:
-            bulk_insert(self.conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions",
-                                           "several_arms"),
-                        [(experiment, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms)])
+            _insert_units(self.conn, [(experiment, phase, unit, state.arm, state.first_ts, state.decisions,
+                                       state.several_arms, state.covariate)])
         else:
-            self.conn.execute(_UPDATE_UNIT, [{"k_experiment": experiment, "k_phase": phase, "k_unit": unit,
-                                              "arm": state.arm, "first_ts": state.first_ts,
-                                              "decisions": state.decisions, "several_arms": state.several_arms}])
+            self.conn.execute(_UPDATE_UNIT, [_unit_update(experiment, phase, unit, state)])
         bulk_insert(self.conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"),
                     [(experiment, phase, m, unit, v.converted, v.value) for m, v in new_values.items()])
         self._contribute(spec, phase, state, dict(new_values), sign=1)
@@ -297,13 +346,15 @@ class Ledger:
                     sign: int) -> None:
         k = state.decisions
         self.unit_stats.add((spec.key, phase, state.arm), units=sign, decisions=sign * k, decisions_sq=sign * k * k,
-                            several_arms=sign * int(state.several_arms))
+                            several_arms=sign * int(state.several_arms), **state.covariate_sums(sign))
+        x = state.covariate or 0.0
         for m in spec.measures:
             v = unit_values.get(m.name)
             if v is not None:
                 self.metric_stats.add((spec.key, phase, m.name, state.arm), conversions=sign * int(v.converted),
                                       total=sign * v.value, total_sq=sign * v.value * v.value,
-                                      total_decisions=sign * v.value * k if m.net else 0.0)
+                                      total_decisions=sign * v.value * k if m.net else 0.0,
+                                      covariate_cross=sign * x * v.value)
 
 
 def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
@@ -311,16 +362,23 @@ def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
     """A per-user unit's state and values from its raw rows, None if it has no decision in the phase."""
     d = DECISIONS.c
     decisions = conn.execute(
-        select(d.arm, d.ts).where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
+        select(d.arm, d.ts, d.context_json).where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
         .order_by(d.ts, d.decision_id)).all()
     if not decisions:
         return None
-    arm, start = decisions[0]
-    state = _Unit(arm, start, sum(1 for a, _ in decisions if a == arm), any(a != arm for a, _ in decisions))
+    state = _first_exposure(spec, decisions)
     e = EVENTS.c
     events = conn.execute(select(e.metric, e.value, e.ts).where(
         e.experiment == spec.key, e.unit == unit, e.phase == phase, e.type == "conversion"))
-    return state, count_values(spec, start, events)
+    return state, count_values(spec, state.first_ts, events)
+
+
+def _first_exposure(spec: ExperimentSpec, decisions: Sequence[Sequence[Any]]) -> _Unit:
+    """A unit's state from its (arm, ts, context_json) decisions, oldest first: the first one
+    fixes its arm, start and covariate."""
+    arm, start, context_json = decisions[0]
+    return _Unit(arm, start, sum(1 for a, *_ in decisions if a == arm), any(a != arm for a, *_ in decisions),
+                 covariate=unit_covariate(spec, context_json))
 
 
 def count_values(spec: ExperimentSpec, start: datetime,
@@ -350,13 +408,13 @@ def rebuild(conn: Connection, spec: ExperimentSpec, phase: int) -> None:
         conn.execute(delete(table).where(table.c.experiment == key, table.c.phase == phase))
     ledger = Ledger(conn)
     d, e = DECISIONS.c, EVENTS.c
-    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value)
+    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value, d.context_json)
                              .where(d.experiment == key, d.phase == phase).order_by(d.unit, d.ts, d.decision_id))
     if not per_user(spec):
         # Each decision is a unit; its primary outcome is the one intake attributed to it.
         primary = spec.primary.name
         values = []
-        for decision_id, _, arm, _, converted, value in decisions:
+        for decision_id, _, arm, _, converted, value, _ in decisions:
             ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1)
             if converted:
                 values.append((key, phase, primary, decision_id, True, value))
@@ -368,18 +426,18 @@ def rebuild(conn: Connection, spec: ExperimentSpec, phase: int) -> None:
         for unit, metric, value, ts in conn.execute(select(e.unit, e.metric, e.value, e.ts).where(
                 e.experiment == key, e.phase == phase, e.type == "conversion")):
             events.setdefault(unit, []).append((metric, value, ts))
-        by_unit: dict[str, list[tuple[str, datetime]]] = {}
-        for _, unit, arm, ts, _, _ in decisions:
-            by_unit.setdefault(unit, []).append((arm, ts))
+        by_unit: dict[str, list[tuple[str, datetime, str | None]]] = {}
+        for _, unit, arm, ts, _, _, context_json in decisions:
+            by_unit.setdefault(unit, []).append((arm, ts, context_json))
         units, values = [], []
         for unit, rows in by_unit.items():
-            arm, start = rows[0]
-            state = _Unit(arm, start, sum(1 for a, _ in rows if a == arm), any(a != arm for a, _ in rows))
-            counted = count_values(spec, start, events.get(unit, ()))
-            units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms))
+            state = _first_exposure(spec, rows)
+            counted = count_values(spec, state.first_ts, events.get(unit, ()))
+            units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms,
+                          state.covariate))
             values += [(key, phase, m, unit, v.converted, v.value) for m, v in counted.items()]
             ledger._contribute(spec, phase, state, dict(counted), sign=1)
-        bulk_insert(conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms"), units)
+        _insert_units(conn, units)
         bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
     ledger.unit_stats.apply(conn)
     ledger.metric_stats.apply(conn)

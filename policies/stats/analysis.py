@@ -62,6 +62,7 @@ import numpy as np
 from policies.bandits.arm_stats import check_metric, normalise_stats
 from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
 from policies.stats.corrections import Correction, adjust_p_values, check_correction
+from policies.stats.cuped import CovariateSums, CupedResult, cuped_adjust
 from policies.stats.effects import Effect, Interval, absolute_difference
 from policies.stats.frequentist import (
     TestResult,
@@ -222,6 +223,14 @@ class Planning:
 
 
 @dataclass(frozen=True, slots=True)
+class Cuped:
+    """The covariate adjustment behind the A/B comparisons (`policies.stats.cuped`)."""
+
+    theta: float
+    variance_reduction: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     kind: ExperimentKind
     metric_type: MetricType
@@ -233,6 +242,7 @@ class Analysis:
     omnibus: TestResult | None
     planning: Planning
     verdict: Verdict
+    cuped: Cuped | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (snake_case keys; floats, ints, strings, bools or None)."""
@@ -525,6 +535,7 @@ def analyze(
     expected_weights: Sequence[float] | None,
     config: AnalysisConfig,
     rng: np.random.Generator,
+    covariates: Sequence[CovariateSums] | None = None,
 ) -> Analysis:
     """Analyse one experiment from per-arm sufficient statistics (rules in the module doc).
 
@@ -532,6 +543,9 @@ def analyze(
     and only adds `prob_beat_control` and the lift. `expected_weights` (the declared split)
     enables the sample-ratio-mismatch check; pass None when the split is adaptive.
     For revenue, BinaryStats are read as 0/1 values and keep their conversion count.
+    `covariates` (A/B tests only; one per arm) turns on CUPED: the arms' means and variances
+    are the adjusted ones (`policies.stats.cuped`), so a binary metric is then compared as a
+    mean of 0/1 values (Welch's t-test); rows keep the observed exposures and conversions.
     """
     names = list(arms)
     if len(names) < 2 or len(names) != len(stats) or len(set(names)) != len(names):
@@ -550,7 +564,13 @@ def analyze(
         else sample_ratio_test([s.n for s in data], expected_weights, threshold=config.srm_threshold)
     )
     if kind == "bandit":
+        if covariates is not None:
+            raise ValueError("covariates adjust A/B comparisons; a bandit is read on its posteriors")
         return _analyze_bandit(names, stats, data, control_index, srm, config, rng)
     if control_index is None:
         raise ValueError("an A/B test needs a control arm")
-    return _analyze_ab_test(names, stats, data, control_index, srm, config, rng)
+    if covariates is None:
+        return _analyze_ab_test(names, stats, data, control_index, srm, config, rng)
+    cuped: CupedResult = cuped_adjust(data, covariates)
+    analysis = _analyze_ab_test(names, stats, cuped.adjusted, control_index, srm, config, rng)
+    return replace(analysis, cuped=Cuped(cuped.theta, cuped.variance_reduction))

@@ -165,9 +165,9 @@ def test_the_cli_shows_the_plan_and_both_verdicts(store: str, tmp_path: Path) ->
         result = runner.invoke(app, ["report", "landing", "--format", fmt, "--db", store])
         assert result.exit_code == 0, result.output
         text = " ".join(result.stdout.split())
-        assert "winner -> curated" in text and "[kept " in text
+        assert "winner -> curated" in text and "[kept on " in text
         assert "current data: winner -> control" in text
-        assert "units per arm" in text and "frozen at" in text
+        assert "units per arm" in text and ", frozen)" in text
     result = runner.invoke(app, ["winners", "landing", "--db", store])
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].startswith("landing: winner -> curated")

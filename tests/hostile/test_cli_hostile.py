@@ -59,6 +59,9 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("report-unknown-experiment", ["report", "nope"], 1, ["unknown experiment 'nope'"]),
     ("report-bad-format", ["report", "--format", "pdf"], 2, ["--format"]),
     ("report-plot-is-a-file", ["report", "landing", "--plot", "afile"], 2, ["--plot", "afile"]),
+    ("report-by-unknown-attribute", ["report", "landing", "--by", "nope"], 2, ["--by 'nope'", "hint: use channel"]),
+    ("report-by-nul", ["report", "landing", "--by", "seg\x00ment"], 2, ["--by", "NUL"]),
+    ("report-by-no-value", ["report", "landing", "--by"], 2, ["--by"]),
     ("winners-unknown-experiment", ["winners", "nope"], 1, ["unknown experiment 'nope'"]),
     ("winners-non-utf8-experiment", ["winners", "\udcff"], 2, ["experiments", "UTF-8"]),
     # sample-size

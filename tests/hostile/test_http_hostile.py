@@ -119,6 +119,9 @@ PATHS = [
     ("traversal", "GET", "/v1/experiments/..%2F..%2Fetc%2Fpasswd/report", {"Authorization": ADMIN}, None, 404,
      ["Not Found"]),
     ("unknown-route", "GET", "/v1/everything", {}, None, 404, ["Not Found"]),
+    ("report-by-unknown-attribute", "GET", REPORT_PATH + "?by=nope", {"Authorization": ADMIN}, None, 422,
+     ["by 'nope'", "no unit of 'landing'", "use channel"]),
+    ("report-by-nul", "GET", REPORT_PATH + "?by=a%00b", {"Authorization": ADMIN}, None, 422, ["no unit"]),
 ]
 METHODS = [
     ("get-on-decisions", "GET", DECIDE_PATH, {}, None, 405, ["Method Not Allowed"]),

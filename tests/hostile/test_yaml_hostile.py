@@ -70,6 +70,17 @@ METRIC_CASES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
                                        "increase, margin: 1.5}]"), ("metrics[1].margin", "below 1")),
     ("unknown analysis unit", edit("analysis: {control: control}", "analysis: {control: control, unit: person}"),
      ("bad.yaml:12:36", "analysis.unit", "'user' or 'decision'")),
+    ("covariate not an attribute name", edit("analysis: {control: control}",
+                                             "analysis: {control: control, covariate: 'spend 90d'}"),
+     ("bad.yaml:12:41", "analysis.covariate", "should match pattern")),
+    ("covariate as a number", edit("analysis: {control: control}", "analysis: {control: control, covariate: 7}"),
+     ("bad.yaml:12:41", "analysis.covariate")),
+    ("covariate on a bandit", edit("kind: ab_test", "kind: bandit\npolicy: {name: thompson}").replace(
+        "{control: control}", "{control: control, covariate: spend}"),
+     ("bad.yaml:13:41", "analysis.covariate", "a bandit is read on its posteriors")),
+    ("covariate per decision", edit("analysis: {control: control}",
+                                    "analysis: {control: control, unit: decision, covariate: spend}"),
+     ("bad.yaml:12:", "analysis.covariate", "needs analysis.unit: user")),
     ("negative arm cost", edit(ARM0, ARM0[:-1] + ", cost: -1}"),
      ("bad.yaml:10:97", "arms[0].cost", "greater than or equal to 0")),
 ]

@@ -49,8 +49,9 @@ def test_to_dict_is_plain_json_with_the_contract_keys() -> None:
     json.dumps(result, allow_nan=False)
     assert list(result) == [
         "kind", "metric_type", "control", "arms", "comparisons", "test", "srm", "omnibus",
-        "planning", "verdict",
+        "planning", "verdict", "cuped",
     ]  # fmt: skip
+    assert result["cuped"] is None  # no covariate given
     assert [list(arm) for arm in result["arms"]] == [ARM_KEYS] * 3
     assert result["test"] == {"method": "z_test", "alpha": 0.05, "correction": "holm", "sequential": False}
     assert set(result["srm"]) >= {"p_value", "flagged"}
