@@ -16,7 +16,7 @@ from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
 from engine.spec import ExperimentSpec, Kind, Metric
 from engine.store import Tally
-from policies.stats.analysis import AnalysisConfig, analyze
+from policies.stats.analysis import Analysis, AnalysisConfig, analyze
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
 from policies.stats.planning import GuardrailDesign
 from policies.stats.verdicts import VariantOutcome, Verdict
@@ -148,17 +148,22 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
                     rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...]) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict."""
-    analysis = analyze(
-        spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
-        expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=analysis_config(spec, metric, guardrails), rng=rng,
-    ).to_dict()
+    analysis = analyze_metric(spec, tally.stats(metric, costs), analysis_config(spec, metric, guardrails),
+                              rng).to_dict()
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units
         row["conversions"] = min(m.conversions, u.units)
     return {"name": metric.name, "role": metric.role.value, "type": metric.type.value, "window": metric.window,
             "direction": None if metric.direction is None else metric.direction.value, "margin": metric.margin,
             "net": metric.net, **analysis}
+
+
+def analyze_metric(spec: ExperimentSpec, stats: Sequence[ArmStats], config: AnalysisConfig,
+                   rng: np.random.Generator) -> Analysis:
+    """The report's analysis of one metric's per-arm stats; `crosspromo simulate --runs` reads its
+    verdict at every look (engine.simulation), so what the report feeds `analyze` is fed there too."""
+    return analyze(spec.arm_keys, stats, kind=spec.kind.value, control=spec.control,
+                   expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None, config=config, rng=rng)
 
 
 def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None) -> dict[str, float | None]:
