@@ -438,7 +438,7 @@ def simulate(
     runs: Annotated[int | None, typer.Option(min=1, help="Simulate this many experiments of the declared design "
                                                          "and read each as the report does.")] = None,
     look_every: Annotated[int | None, typer.Option(min=1, help="With --runs: read every K exposures (and at the "
-                                                               "end) [default: 1000].")] = None,
+                                                               "end) [default: a twentieth of the run].")] = None,
     max_exposures: Annotated[int | None, typer.Option(min=1, help="With --runs: exposures per run [default: A/B "
                                                                   "test, its planned sample; bandit, 20000].")] = None,
 ) -> None:
@@ -482,7 +482,7 @@ def _simulate_runs(spec: ExperimentSpec, true: Truth, runs: int, look_every: int
     from policies.simulation.runs import RunPlan
 
     exposures = default_exposures(spec, true) if max_exposures is None else max_exposures
-    every = min(1000, exposures) if look_every is None else look_every
+    every = -(-exposures // 20) if look_every is None else look_every  # 20 looks by default
     if every > exposures:
         raise typer.BadParameter(f"{every:,} exceeds the exposures per run ({exposures:,}); lower it or raise "
                                  "--max-exposures", param_hint="'--look-every'")

@@ -88,7 +88,7 @@ def test_revenue_ab_test_and_text_table(workdir: Path) -> None:
                                  "single=0.05:40", "--truth", "bundle=0.05:60"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("bundle (ab_test, fixed): 10 runs of 3,000 exposures, read every 1,000 (3 looks)")
+    assert lines[0].startswith("bundle (ab_test, fixed): 10 runs of 3,000 exposures, read every 150 (20 looks)")
     assert any(line.strip().startswith("ever called a winner") for line in lines)
     assert "truly best: bundle" in lines[0]
 
