@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from engine.api import Engine
     from engine.config import EngineConfig
     from engine.spec import ExperimentSpec
+    from policies.simulation.bandits import Truth
 
 app = typer.Typer(
     name="crosspromo",
@@ -430,9 +431,10 @@ def demo(
 
 @app.command()
 def simulate(
-    experiment: Annotated[str, typer.Argument(help="Key of a bandit experiment in experiments/.",
-                                              callback=text_option)],
-    users: Annotated[int, typer.Option(min=1, help="Simulated users (decisions).")] = 100_000,
+    experiment: Annotated[str, typer.Argument(help="Key of an experiment in experiments/ (without --runs: a "
+                                                   "bandit).", callback=text_option)],
+    users: Annotated[int | None, typer.Option(min=1, help="Simulated users (decisions) of a single simulation "
+                                                          "[default: 100000].")] = None,
     truth: Annotated[list[str] | None, typer.Option(help="ARM=RATE (revenue: ARM=RATE:MEAN_VALUE); repeatable "
                                                          "[default: configs/demo.yaml].")] = None,
     seed: Seed = 0,
@@ -442,15 +444,31 @@ def simulate(
                                               help="Write regret and weight PNGs to DIR.")] = None,
     fmt: Annotated[DecideFormat, typer.Option("--format")] = DecideFormat.TEXT,
     paths: Annotated[list[Path] | None, typer.Option("--experiments", help="Where to find the experiment.")] = None,
+    runs: Annotated[int | None, typer.Option(min=1, help="Simulate this many experiments of the declared design "
+                                                         "and read each as the report does.")] = None,
+    look_every: Annotated[int | None, typer.Option(min=1, help="With --runs: read every K exposures (and at the "
+                                                               "end) [default: a twentieth of the run].")] = None,
+    max_exposures: Annotated[int | None, typer.Option(min=1, help="With --runs: exposures per run [default: A/B "
+                                                                  "test, its planned sample; bandit, 20000].")] = None,
 ) -> None:
-    """Run an experiment's declared policy against a simulated population: conversions, regret, weights."""
+    """Run an experiment's declared policy against a simulated population: conversions, regret, weights.
+    With --runs: how often its verdict calls a winner, a wrong one, how soon, and the regret."""
     from engine.demo import load_truth
     from engine.simulation import parse_drift, parse_truth, plot_simulation, run_simulation
 
+    if runs is None and (look_every is not None or max_exposures is not None):
+        raise typer.BadParameter("needs --runs", param_hint="'--look-every' / '--max-exposures'")
+    if runs is not None and (users is not None or plot is not None):
+        raise typer.BadParameter("a single simulation's option; with --runs use --max-exposures",
+                                 param_hint="'--users' / '--plot'")
     spec = declared_spec(experiment, paths)
     demo = Path("configs/demo.yaml")
     defaults = load_truth(demo)["experiments"].get(experiment) if demo.exists() else None
     true = parse_truth(spec, truth or [], defaults)
+    if runs is not None:
+        _simulate_runs(spec, true, runs, look_every, max_exposures, seed, drift or [], fmt)
+        return
+    users = 100_000 if users is None else users
     report = run_simulation(spec, true, users, seed, parse_drift(spec, true, drift or [], users))
     data = report.to_dict()
     if fmt is DecideFormat.JSON:
@@ -463,6 +481,28 @@ def simulate(
     if plot is not None:
         for path in plot_simulation(report, plot):
             err.print(f"wrote {path}", markup=False)
+
+
+def _simulate_runs(spec: ExperimentSpec, true: Truth, runs: int, look_every: int | None, max_exposures: int | None,
+                   seed: int, drift: list[str], fmt: DecideFormat) -> None:
+    import time
+
+    from engine.simulation import default_exposures, parse_drift, run_many, runs_lines
+    from policies.simulation.runs import RunPlan
+
+    exposures = default_exposures(spec, true) if max_exposures is None else max_exposures
+    every = -(-exposures // 20) if look_every is None else look_every  # 20 looks by default
+    if every > exposures:
+        raise typer.BadParameter(f"{every:,} exceeds the exposures per run ({exposures:,}); lower it or raise "
+                                 "--max-exposures", param_hint="'--look-every'")
+    started = time.perf_counter()
+    report = run_many(spec, true, RunPlan(runs, exposures, every), seed, parse_drift(spec, true, drift, exposures))
+    err.print(f"{runs:,} runs in {time.perf_counter() - started:.1f} s", markup=False)
+    if fmt is DecideFormat.JSON:
+        print_json(report.to_dict())
+    else:
+        for line in runs_lines(report.to_dict()):
+            out.print(line, markup=False)
 
 
 @app.command()

@@ -18,7 +18,8 @@ from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
 from engine.spec import ExperimentSpec, Kind, Metric
 from engine.store import FrozenPlan, KeptVerdict, StoredExperiment, Tally
-from policies.stats.analysis import AnalysisConfig, analyze, planned_n_per_arm
+from policies.stats.analysis import Analysis, AnalysisConfig, analyze, planned_n_per_arm
+from policies.stats.cuped import CovariateSums
 from policies.stats.freezing import awaiting_plan, disagrees, freeze_pending, is_final, observed_baseline
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
 from policies.stats.planning import GuardrailDesign
@@ -240,12 +241,8 @@ def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: S
     """One metric analysed on its own: the per-arm fields, its test and its verdict. With a
     covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test."""
     covariate = None if metric.role is MetricRole.GUARDRAIL else spec.analysis.covariate
-    analysis = analyze(
-        spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
-        expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
-        config=analysis_config(spec, metric, guardrails, basis), rng=rng,
-        covariates=None if covariate is None else tally.covariates(metric, costs),
-    ).to_dict()
+    analysis = analyze_metric(spec, tally.stats(metric, costs), analysis_config(spec, metric, guardrails, basis), rng,
+                              covariates=None if covariate is None else tally.covariates(metric, costs)).to_dict()
     if analysis["cuped"] is not None:
         analysis["cuped"] = {"covariate": covariate, **analysis["cuped"],
                              "units_with_covariate": sum(u.covariate_units for u in tally.units)}
@@ -255,6 +252,15 @@ def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: S
     return {"name": metric.name, "role": metric.role.value, "type": metric.type.value, "window": metric.window,
             "direction": None if metric.direction is None else metric.direction.value, "margin": metric.margin,
             "net": metric.net, **analysis}
+
+
+def analyze_metric(spec: ExperimentSpec, stats: Sequence[ArmStats], config: AnalysisConfig,
+                   rng: np.random.Generator, covariates: Sequence[CovariateSums] | None = None) -> Analysis:
+    """The report's analysis of one metric's per-arm stats; `crosspromo simulate --runs` reads its
+    verdict at every look (engine.simulation), so what the report feeds `analyze` is fed there too."""
+    return analyze(spec.arm_keys, stats, kind=spec.kind.value, control=spec.control,
+                   expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None, config=config, rng=rng,
+                   covariates=covariates)
 
 
 def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None) -> dict[str, float | None]:

@@ -3,12 +3,16 @@
 The truth per arm comes from `--truth ARM=RATE` (revenue: `ARM=RATE:MEAN_VALUE`), else from
 the experiment's entry in configs/demo.yaml. Drift: `swap` exchanges the best and worst arm
 halfway; `STEP:ARM=RATE,...` changes the named arms' rates from decision STEP on.
+
+With `--runs`, many experiments of the declared design (split or policy and refresh cadence)
+are simulated and read at every look with the report's own analysis (`report.analyze_metric`
+with `report.analysis_config`), primary metric only: guardrails and costs have no declared truth.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,32 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from engine.measures import MetricType
-from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, ThompsonPolicy, declared_policy
+from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, Kind, ThompsonPolicy, declared_policy
 from policies.simulation.bandits import SimulationResult, Truth, TruthChange, simulate, swap_best_worst
+from policies.simulation.runs import (
+    Design,
+    Look,
+    PolicyDesign,
+    Reader,
+    RunPlan,
+    RunsSummary,
+    SplitDesign,
+    best_arms,
+    fixed_horizon_exposures,
+    simulate_runs,
+    summarise,
+)
+from policies.stats.planning import plan_binary_sample_size, plan_mean_sample_size
+from policies.stats.verdicts import Verdict
+
+BANDIT_EXPOSURES = 20_000
+"""Exposures per simulated bandit run unless `--max-exposures` says otherwise."""
+
+SIMULATION_DRAWS = 2_000
+"""Posterior draws per look (the report takes 20,000). Verdicts do not depend on them for
+binary metrics (A/B verdicts use p-values; a bandit's `prob_best` of Beta posteriors is exact);
+for revenue bandits the Monte Carlo s.e. of `prob_best` near the 0.95 threshold is
+sqrt(0.95 * 0.05 / 2,000) = 0.005 (0.0015 in the report)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +124,8 @@ def run_simulation(spec: ExperimentSpec, truth: Truth, users: int, seed: int,
                    drift: Sequence[TruthChange] = ()) -> SimulationReport:
     """Simulate the declared policy, refreshing its weights on the declared cadence."""
     if not isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy):
-        raise ValueError(f"{spec.key} is an A/B test: simulate runs bandit policies")
+        raise ValueError(f"{spec.key} is an A/B test: a single simulation runs bandit policies; "
+                         "pass --runs N to simulate the A/B test N times")
     policy = declared_policy(spec)
     assert policy is not None
     result = simulate(policy, truth, users, np.random.default_rng(seed),
@@ -124,3 +153,103 @@ def plot_simulation(report: SimulationReport, out_dir: Path) -> list[Path]:
         FigureCanvasAgg(figure)
         figure.savefig(path, dpi=150, bbox_inches="tight")
     return paths
+
+
+@dataclass(frozen=True)
+class RunsReport:
+    spec: ExperimentSpec
+    summary: RunsSummary
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        s, arms = self.summary, self.spec.arm_keys
+        return {
+            "experiment": self.spec.key, "kind": self.spec.kind.value, "policy": self.spec.policy.name,
+            "runs": s.runs, "exposures": s.exposures, "look_every": s.look_every, "looks": s.looks,
+            "ever_winner_share": s.ever_winner_share, "wrong_winner_share": s.wrong_winner_share,
+            "median_exposures_to_call": s.median_exposures_to_call, "regret": s.regret,
+            "mean_exposures_to_stop": s.mean_exposures_to_stop, "no_difference_share": s.no_difference_share,
+            "srm_invalid_share": s.srm_invalid_share,
+            "standard_errors": {"ever_winner_share": s.ever_winner_share_se,
+                                "wrong_winner_share": s.wrong_winner_share_se},
+            "best_arms": [arms[i] for i in s.best_arms],
+            "winners": {a: share for a, share in zip(arms, s.winner_shares, strict=True)},
+            "seed": self.seed,
+        }
+
+
+def default_exposures(spec: ExperimentSpec, truth: Truth) -> int:
+    """A bandit: `BANDIT_EXPOSURES`. An A/B test: the planned sample of the declared analysis at
+    the control's true rate (or mean and standard deviation), with room for the random split
+    (`runs.fixed_horizon_exposures`), so that a run read at its end has reached the plan."""
+    if spec.kind is Kind.BANDIT:
+        return BANDIT_EXPOSURES
+    a, control = spec.analysis, spec.arm_keys.index(spec.control)
+    options = dict(relative=a.mde_relative, alpha=a.alpha, power=a.power, arms=len(spec.arms),
+                   correction=a.correction.value)
+    rate = truth.rates[control]
+    try:
+        if truth.values is None:
+            plan = plan_binary_sample_size(rate, a.mde, **options)  # type: ignore[arg-type]
+        else:
+            value = truth.values[control]
+            std = float(np.sqrt(2 * rate * value**2 - (rate * value) ** 2))  # exponential amounts
+            plan = plan_mean_sample_size(rate * value, std, a.mde, **options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"no sample can be planned from the control's true value ({exc}); "
+                         "pass --max-exposures") from None
+    shares = SplitDesign(spec.weights).shares
+    return fixed_horizon_exposures(plan.n_per_arm, [float(w) for w in shares])
+
+
+def look_reader(spec: ExperimentSpec) -> Callable[[np.random.Generator], Reader]:
+    """One run's reader: the report's verdict on the stats at a look (`report.analyze_metric` with
+    `report.analysis_config`, `SIMULATION_DRAWS` posterior draws)."""
+    from engine.report import analysis_config, analyze_metric
+
+    config = replace(analysis_config(spec), draws=SIMULATION_DRAWS)
+
+    def new_reader(rng: np.random.Generator) -> Reader:
+        def read(look: Look) -> Verdict:
+            return analyze_metric(spec, look.stats, config, rng).verdict
+        return read
+
+    return new_reader
+
+
+def design_of(spec: ExperimentSpec) -> Design:
+    """The declared split of an A/B test, or the declared policy and refresh cadence of a bandit."""
+    policy = declared_policy(spec)
+    if policy is None or not isinstance(spec.policy, ThompsonPolicy | EpsilonGreedyPolicy):
+        return SplitDesign(spec.weights)
+    return PolicyDesign(policy, spec.policy.update.every_outcomes)
+
+
+def run_many(spec: ExperimentSpec, truth: Truth, plan: RunPlan, seed: int,
+             drift: Sequence[TruthChange] = ()) -> RunsReport:
+    """`plan.runs` simulated experiments of `spec`'s design, each read at every look."""
+    results = simulate_runs(spec.arm_keys, design_of(spec), truth, plan, look_reader(spec),
+                            np.random.default_rng(seed), drift=drift)
+    return RunsReport(spec, summarise(results, plan, len(spec.arms), best_arms(truth)), seed)
+
+
+def runs_lines(data: dict[str, Any]) -> list[str]:
+    """The text form of `RunsReport.to_dict()`: a heading and a short table."""
+    se = data["standard_errors"]
+    median = data["median_exposures_to_call"]
+    winners = ", ".join(f"{arm} {share:.1%}" for arm, share in data["winners"].items() if share) or "none"
+    rows = [
+        ("ever called a winner", f"{data['ever_winner_share']:.1%} (s.e. {se['ever_winner_share']:.1%})"),
+        ("called a wrong winner", f"{data['wrong_winner_share']:.1%} (s.e. {se['wrong_winner_share']:.1%})"),
+        ("median exposures to a call", "no run called" if median is None else f"{median:,.0f}"),
+        ("mean exposures to a final verdict", f"{data['mean_exposures_to_stop']:,.0f}"),
+        ("stopped with no_difference", f"{data['no_difference_share']:.1%}"),
+        ("showed srm_invalid", f"{data['srm_invalid_share']:.1%}"),
+        ("regret (mean, expected)", f"{data['regret']:,.1f}"),
+        ("first calls by arm", winners),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return [f"{data['experiment']} ({data['kind']}, {data['policy']}): {data['runs']:,} runs of "
+            f"{data['exposures']:,} exposures, read every {data['look_every']:,} ({data['looks']} looks); "
+            f"truly best: {', '.join(data['best_arms'])}",
+            *(f"  {name:<{width}}  {value}" for name, value in rows)]

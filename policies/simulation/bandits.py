@@ -95,8 +95,9 @@ def swap_best_worst(truth: Truth) -> Truth:
 class SimulationResult:
     """Per-step decisions, cumulative outcomes and regret, and sampled weights.
 
-    `arms[t]` is the arm played at decision t; `conversions[t]` and `regret[t]` are
-    cumulative over decisions 0..t (conversions are revenue for a revenue metric).
+    `arms[t]` is the arm played at decision t and `outcomes[t]` what it yielded (conversion or
+    revenue); `conversions[t]` and `regret[t]` are cumulative over decisions 0..t (conversions
+    are revenue for a revenue metric).
     `weight_history[r]` holds the weights in force at decision `weight_steps[r]`.
     `best_arm` is the best arm of the truth in force at the end.
     """
@@ -104,6 +105,7 @@ class SimulationResult:
     users: int
     best_arm: int
     arms: NDArray[np.intp]
+    outcomes: FloatArray
     conversions: FloatArray
     regret: FloatArray
     final_weights: FloatArray
@@ -146,7 +148,7 @@ def simulate(
     """
     if users < 1 or update_every < 1 or history_points < 0:
         raise ValueError("users and update_every must be >= 1 and history_points >= 0")
-    phases = _phases(truth, drift, users)
+    phases = truth_phases(truth, drift, users)
     outcome_rng, policy_rng = rng.spawn(2)
     outcomes = phases.outcome_chunks(outcome_rng)
     sums = _Sums(
@@ -168,6 +170,7 @@ def simulate(
         users=users,
         best_arm=phases.truths[-1].best_arm,
         arms=sums.played,
+        outcomes=sums.outcomes,
         conversions=np.cumsum(sums.outcomes),
         regret=np.cumsum(expected.max(axis=1)[phase] - expected[phase, sums.played]),
         final_weights=policy.weights(sums.stats(), policy_rng),
@@ -180,7 +183,7 @@ def potential_outcomes(
     truth: Truth, users: int, rng: np.random.Generator, *, drift: Sequence[TruthChange] = ()
 ) -> Iterator[tuple[int, FloatArray]]:
     """Yield `(start, table)` chunks: `table[i, k]` is what user `start + i` would yield on arm k."""
-    return _phases(truth, drift, users).outcome_chunks(rng)
+    return truth_phases(truth, drift, users).outcome_chunks(rng)
 
 
 def _run_blocks(
@@ -252,7 +255,7 @@ def _run_online_thompson(
 
 
 @dataclass(frozen=True)
-class _Phases:
+class TruthPhases:
     """The truths in force and the decision at which each starts."""
 
     truths: tuple[Truth, ...]
@@ -277,14 +280,15 @@ class _Phases:
                 yield start, np.where(converted, amounts, 0.0)
 
 
-def _phases(truth: Truth, drift: Sequence[TruthChange], users: int) -> _Phases:
+def truth_phases(truth: Truth, drift: Sequence[TruthChange], users: int) -> TruthPhases:
+    """The truths in force over `users` decisions: `truth`, then each change of `drift` (checked)."""
     steps = [change.step for change in drift]
     if any(not 0 < s < users for s in steps) or steps != sorted(set(steps)):
         raise ValueError("drift steps must be increasing and strictly between 0 and users")
     truths = (truth, *(change.truth for change in drift))
     if any(len(t.rates) != len(truth.rates) or t.metric != truth.metric for t in truths):
         raise ValueError("every truth in drift must have the same arms and metric")
-    return _Phases(truths, np.array([0, *steps], dtype=np.int64), users)
+    return TruthPhases(truths, np.array([0, *steps], dtype=np.int64), users)
 
 
 class _Sums:

@@ -4,9 +4,12 @@ Binary metrics: conjugate Beta(prior_alpha + successes, prior_beta + failures) p
 means and equal-tailed credible intervals are exact (`scipy.stats.beta`). Revenue metrics: the
 normal approximation N(mean, s^2 / n) per arm (flat prior).
 
-`prob_best`, `prob_beat_control`, `expected_loss` and the lift interval are Monte Carlo
-estimates from joint posterior draws (`draws` per arm, from the caller's Generator; the
-standard error of a probability is at most 0.5 / sqrt(draws), 0.0035 at 20,000 draws).
+`prob_best` of Beta posteriors is exact (the quadrature of `policies.bandits.thompson.prob_best`,
+absolute error about 1e-11): the bandit verdict compares it with a threshold, and Monte Carlo
+noise there would make verdicts depend on the draws. Revenue `prob_best`, `prob_beat_control`,
+`expected_loss` and the lift interval are Monte Carlo estimates from joint posterior draws
+(`draws` per arm, from the caller's Generator; the standard error of a probability is at most
+0.5 / sqrt(draws), 0.0035 at 20,000 draws).
 `expected_loss` is E[max_j theta_j - theta_i]: what choosing arm i is expected to cost, in
 the metric's units, against the best arm — GrowthBook's "risk" (Stucchio 2015, "Bayesian A/B
 Testing at VWO"), generalised from two arms to k. Ties between draws are shared equally, so
@@ -24,6 +27,7 @@ from scipy import stats as sps
 
 from policies.bandits.arm_stats import arm_sums
 from policies.bandits.thompson import BetaPrior
+from policies.bandits.thompson import prob_best as exact_prob_best
 from policies.stats.effects import Interval, mean_effect
 from policies.sufficient import ArmStats, BinaryStats
 
@@ -96,7 +100,10 @@ def posterior_summaries(
     samples, intervals = _posterior_draws_and_intervals(stats, alpha, prior_alpha, prior_beta, rng, draws)
     best = samples.max(axis=1, keepdims=True)
     is_best = samples == best
-    prob_best = (is_best / is_best.sum(axis=1, keepdims=True)).mean(axis=0)
+    if all(isinstance(s, BinaryStats) for s in stats):
+        prob_best = exact_prob_best(BetaPrior(prior_alpha, prior_beta).posterior(*arm_sums(stats, "binary")))
+    else:
+        prob_best = (is_best / is_best.sum(axis=1, keepdims=True)).mean(axis=0)
     expected_loss = (best - samples).mean(axis=0)
     beat: list[float | None] = [None] * len(stats)
     lifts: list[Interval | None] = [None] * len(stats)

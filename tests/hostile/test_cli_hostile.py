@@ -26,6 +26,8 @@ runner = CliRunner()
 LAND = ["decide", "landing", "--unit"]
 PLAN = ["sample-size", "--baseline", "0.1"]
 EVAL = ["evaluate", "log.csv", "--experiment", "channels"]
+RUNS = ["simulate", "channels", "--runs", "2", "--truth", "by-email=0.05", "--truth", "by-push=0.05", "--truth",
+        "by-sms=0.05"]
 
 # (id, arguments, exit code, what the message must name)
 CASES: list[tuple[str, list[str], int, list[str]]] = [
@@ -94,6 +96,15 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("simulate-zero-users", ["simulate", "channels", "--users", "0"], 2, ["--users"]),
     ("simulate-negative-seed", ["simulate", "channels", "--seed", "-1"], 2, ["--seed"]),
     ("simulate-plot-is-a-file", ["simulate", "channels", "--plot", "afile"], 2, ["--plot", "afile"]),
+    ("simulate-zero-runs", ["simulate", "channels", "--runs", "0"], 2, ["--runs"]),
+    ("simulate-zero-look-every", [*RUNS, "--look-every", "0"], 2, ["--look-every"]),
+    ("simulate-zero-max-exposures", [*RUNS, "--max-exposures", "0"], 2, ["--max-exposures"]),
+    ("simulate-look-every-past-the-run", [*RUNS, "--max-exposures", "100", "--look-every", "500"], 2,
+     ["--look-every", "exceeds", "100"]),
+    ("simulate-look-every-without-runs", ["simulate", "channels", "--look-every", "10"], 2, ["--look-every", "--runs"]),
+    ("simulate-users-with-runs", [*RUNS, "--users", "10"], 2, ["--users", "--max-exposures"]),
+    ("simulate-plot-with-runs", [*RUNS, "--plot", "adir"], 2, ["--plot", "--runs"]),
+    ("simulate-runs-without-truth", ["simulate", "channels", "--runs", "2"], 1, ["no true rate", "--truth"]),
     # evaluate
     ("evaluate-strength-above-1", [*EVAL, "--strength", "5"], 2, ["--strength", "[0, 1]"]),
     ("evaluate-strength-negative", [*EVAL, "--strength", "-0.1"], 2, ["--strength", "[0, 1]"]),

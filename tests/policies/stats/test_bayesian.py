@@ -86,3 +86,13 @@ def test_caller_bugs_raise() -> None:
         posterior_summaries([MeanStats(1, 1.0, 1.0), MeanStats(10, 1.0, 1.0)], rng=rng)
     with pytest.raises(ValueError):
         posterior_summaries([BinaryStats(10, 1), BinaryStats(10, 2)], rng=rng, control_index=2)
+
+
+def test_binary_prob_best_is_exact_whatever_the_draws() -> None:
+    # Two arms: P(theta_b > theta_a) by scipy.integrate.quad, as in the reference test above.
+    few = posterior_summaries([CONTROL, VARIANT], rng=np.random.default_rng(7), draws=1)
+    assert_allclose(few[1].prob_best, 0.9418873441791109, rtol=1e-9)
+    stats = [BinaryStats(500, 20), BinaryStats(520, 31), BinaryStats(480, 24)]
+    one = posterior_summaries(stats, rng=np.random.default_rng(8), draws=10)
+    other = posterior_summaries(stats, rng=np.random.default_rng(9), draws=100_000)
+    assert [s.prob_best for s in one] == [s.prob_best for s in other]
