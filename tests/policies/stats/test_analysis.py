@@ -53,7 +53,7 @@ def test_to_dict_is_plain_json_with_the_contract_keys() -> None:
     assert [list(arm) for arm in result["arms"]] == [ARM_KEYS] * 3
     assert result["test"] == {"method": "z_test", "alpha": 0.05, "correction": "holm", "sequential": False}
     assert set(result["srm"]) >= {"p_value", "flagged"}
-    assert set(result["planning"]) == {"planned_n_per_arm", "share_reached"}
+    assert set(result["planning"]) == {"planned_n_per_arm", "share_reached", "sequential_n_per_arm"}
     assert set(result["verdict"]) == {"status", "winner", "reason"}
     assert result["verdict"]["status"] == "winner" and result["verdict"]["winner"] == "b"
 
