@@ -1,7 +1,8 @@
 """Always-valid inference with the mixture sequential probability ratio test (mSPRT).
 
 Johari, Koomen, Pekelis & Walsh (2017), "Peeking at A/B Tests: Why it matters, and what to do
-about it" (KDD; arXiv:1512.04922 "Always Valid Inference"). For an effect estimate theta_hat
+about it" (KDD), and Johari, Pekelis & Walsh, "Always Valid Inference: Bringing Sequential
+Analysis to A/B Testing" (arXiv:1512.04922). For an effect estimate theta_hat
 that is approximately N(theta, V) — a difference of means or a delta-method relative lift, with
 V estimated from the sufficient statistics (the asymptotic form used by Optimizely and Eppo) —
 the likelihood ratio of theta against theta_0, mixed over a distribution H of theta, is
@@ -27,15 +28,15 @@ data. Each component gives a closed form (the normal-normal marginal):
 Why not the usual N(0, tau^2) mixture, nor the asymptotic confidence sequence of Waudby-Smith
 et al. (2023, "Time-uniform central limit theory and asymptotic confidence sequences") tuned with
 GrowthBook's N* (its boundary is the N(0, tau^2) one with tau chosen to be tightest at N*)? With
-30 equally spaced looks up to the planned horizon, the best N(0, tau^2) mixture, at any tau,
-reaches a false-positive rate of only 0.012-0.017 against alpha 0.05 and needs 1.7-1.8x the
-fixed-horizon sample for 80% power: it spends its alpha on effects far smaller and far larger
-than the MDE, and on looks beyond the horizon. Putting the mass at +-MDE (Wald's SPRT for the
-MDE, symmetrised and smoothed) uses about half the budget within 30 looks (FPR ~0.025) and needs
-about 1.5x the fixed sample (`tests/benchmarks/bench_inference.py` measures both). SPREAD > 0
-keeps H's density positive everywhere, so every non-zero effect is detected eventually (power
-one, Johari et al.); a two-point H would never detect effects below half the MDE. SPREAD = 1/4
-was chosen by simulation as the smallest round value keeping the sample ratio <= 1.5.
+30 equally spaced looks up to the planned horizon, the N(0, tau^2) mixture at any tau (tau^2 from
+4 to 1000 times the variance at the horizon, Brownian simulation) reaches a false-positive rate
+of at most 0.017 against alpha 0.05 and needs at least 1.72x the fixed-horizon sample for 80%
+power: it spends its alpha on effects far from the MDE and on looks beyond the horizon. Putting
+the mass at +-MDE (Wald's SPRT for the MDE, symmetrised and smoothed) uses about half the budget
+within 30 looks (FPR ~0.027) and needs 1.51x the fixed sample (`tests/benchmarks/
+bench_inference.py` measures both). SPREAD > 0 keeps H's density positive everywhere, so every
+non-zero effect is detected eventually (power one, Johari et al.); a two-point H (SPREAD 0: 1.43x)
+would never detect effects below half the MDE, and SPREAD 1/2 already needs 1.62x.
 
 The guarantee is asymptotic because V is a plug-in estimate; the simulations in tests/policies
 and tests/benchmarks check it at realistic sample sizes.
