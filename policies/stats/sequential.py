@@ -48,6 +48,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import brentq
 
 from policies.stats.effects import Effect, Interval
 from policies.stats.frequentist import TestResult
@@ -99,8 +100,9 @@ def always_valid_radius(variance: ArrayLike, tau_sq: float, alpha: float) -> NDA
     """Vectorised half-width r of the 1-alpha confidence sequence: log Lambda(r) = log(1/alpha).
 
     log Lambda(r) increases in r >= 0 and is below log(1/alpha) at r = 0, so the root is unique;
-    it is bracketed by doubling from the N(0, tau^2) mixture's closed-form radius, then bisected
-    to double precision. Zero variance gives 0.
+    it is bracketed by doubling from the N(0, tau^2) mixture's closed-form radius, then found by
+    Brent's method for one variance (the report's case) or bisected to double precision for an
+    array (planning). Zero variance gives 0.
     """
     _check_tau_sq(tau_sq)
     if not 0 < alpha < 1:
@@ -111,6 +113,11 @@ def always_valid_radius(variance: ArrayLike, tau_sq: float, alpha: float) -> NDA
     high = np.sqrt(safe * (2.0 * target + np.log1p(tau_sq / safe)) * (1.0 + safe / tau_sq))
     while np.any(short := msprt_log_likelihood_ratio(high, safe, tau_sq) < target):
         high = np.where(short, 2.0 * high, high)
+    if v.ndim == 0:
+        if v <= 0:
+            return np.float64(0.0)
+        excess = lambda r: float(msprt_log_likelihood_ratio(r, v, tau_sq)) - target  # noqa: E731
+        return np.float64(brentq(excess, 0.0, float(high), xtol=1e-15 * float(high), rtol=1e-15))
     low = np.zeros_like(high)
     for _ in range(_BISECTIONS):
         mid = 0.5 * (low + high)
