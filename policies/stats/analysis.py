@@ -36,11 +36,13 @@ A/B test (kind="ab_test")
    among those significantly better than the control, or the control itself when every
    variant is significantly worse.
 4. no_difference: the planned sample is reached and no variant is significantly better than
-   the control (some may be significantly worse).
+   the control (some may be significantly worse). In sequential mode the planned sample is the
+   sequential planned n (`policies.stats.sequential_planning`): the always-valid test read at
+   `sequential_looks` looks up to it has the planned power at the MDE.
 5. keep_running: otherwise; the reason states the share of the planned sample reached
-   (the arm with the fewest exposures counts). If no sample can be planned (e.g. the baseline
-   moved by the MDE leaves (0, 1)), fixed-horizon tests keep running until a baseline is
-   configured.
+   (the arm with the fewest exposures counts; the sequential planned n in sequential mode).
+   If no sample can be planned (e.g. the baseline moved by the MDE leaves (0, 1)),
+   fixed-horizon tests keep running until a baseline is configured.
 
 Bandit (kind="bandit")
 1. insufficient_data: a revenue arm has fewer than 2 exposures (no posterior yet).
@@ -81,11 +83,13 @@ from policies.stats.planning import (
     MetricType,
     SampleSizePlan,
     absolute_mde,
+    decision_power,
     plan_binary_sample_size,
     plan_decision_sample_size,
     plan_mean_sample_size,
 )
 from policies.stats.sequential import always_valid_interval, always_valid_ratio_interval, mixture_boundary, msprt_test
+from policies.stats.sequential_planning import DEFAULT_LOOKS, MAX_LOOKS, plan_sequential_sample_size
 from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
 from policies.stats.verdicts import (
     VariantOutcome,
@@ -133,9 +137,12 @@ class AnalysisConfig:
     """The metric's values may be negative (revenue with `allow_negative`, or net of cost): the
     ratio of means may then be negative, so lift intervals are not cut at -100%."""
     baseline: float | None = None
-    """Planning baseline (rate or mean); None plans from the control's observed value."""
+    """Planning baseline (rate or mean); None plans from the control's observed value. In
+    sequential mode it also sets the mixture's tau (the MDE in the metric's units)."""
     baseline_sd: float | None = None
-    """Revenue planning standard deviation per unit; None plans from the control's observed one."""
+    """Planning per-exposure standard deviation of a revenue metric; None plans from the control's."""
+    sequential_looks: int = DEFAULT_LOOKS
+    """Equally spaced looks the sequential planned n assumes (`policies.stats.sequential_planning`)."""
     guardrails: tuple[GuardrailDesign, ...] = ()
     """Guardrails the ship decision needs shown non-inferior: the plan covers them too
     (`planning.plan_decision_sample_size`, each test at power 1 - beta / (G + 1))."""
@@ -162,6 +169,8 @@ class AnalysisConfig:
             raise ValueError(f"baseline must be > 0 (and < 1 for binary), got {self.baseline!r}")
         if self.baseline_sd is not None and not (math.isfinite(self.baseline_sd) and self.baseline_sd > 0):
             raise ValueError(f"baseline_sd must be a finite number > 0, got {self.baseline_sd!r}")
+        if not 1 <= self.sequential_looks <= MAX_LOOKS:
+            raise ValueError(f"sequential_looks must be in [1, {MAX_LOOKS}], got {self.sequential_looks!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +225,16 @@ class TestInfo:
 
 @dataclass(frozen=True, slots=True)
 class Planning:
-    """Planned exposures per arm and the share of it reached by the smallest arm."""
+    """Planned exposures per arm and the share of the horizon reached by the smallest arm.
+
+    `planned_n_per_arm` is the fixed-horizon plan; in sequential mode `sequential_n_per_arm` is
+    the horizon of the always-valid test read at `AnalysisConfig.sequential_looks` looks, and
+    `share_reached` is the share of it (of the fixed plan otherwise).
+    """
 
     planned_n_per_arm: int | None
     share_reached: float | None
+    sequential_n_per_arm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,14 +282,20 @@ def _observed_interval(stats: ArmStats, alpha: float) -> Interval | None:
     return rate_interval(stats, alpha)
 
 
+def _planning_std(control: ArmStats, config: AnalysisConfig) -> float | None:
+    """The per-exposure sd planned with: None for a rate, else the declared or the observed one."""
+    if isinstance(control, BinaryStats):
+        return None
+    return config.baseline_sd if config.baseline_sd is not None else math.sqrt(control.variance or 0.0)
+
+
 def _plan(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig) -> SampleSizePlan | None:
     """The sample-size plan, or None when the baseline and MDE admit none (planning refuses a
     rate moved out of (0, 1), a zero shift or a zero standard deviation; the rest of the
     config is checked already). Revenue plans with `config.baseline_sd` when it is given."""
     options = dict(relative=config.mde_relative, alpha=config.alpha, power=config.power, arms=arms,
                    correction=config.correction)
-    std = None if isinstance(control, BinaryStats) else (
-        config.baseline_sd if config.baseline_sd is not None else math.sqrt(control.variance or 0.0))
+    std = _planning_std(control, config)
     try:
         if config.guardrails:
             decision = plan_decision_sample_size(baseline, config.mde, std=std, guardrails=config.guardrails,
@@ -301,6 +322,28 @@ def planned_n_per_arm(control: ArmStats, arms: int, config: AnalysisConfig) -> i
     return None if plan is None else plan.n_per_arm
 
 
+def _sequential_n(control: ArmStats, arms: int, baseline: float, config: AnalysisConfig) -> int | None:
+    """Sequential planned n per arm (None when not sequential or no plan exists), at the power
+    each test of the ship decision needs (`planning.decision_power`) as the fixed plan is."""
+    if not config.sequential:
+        return None
+    try:
+        return plan_sequential_sample_size(
+            baseline, config.mde, std=_planning_std(control, config), relative=config.mde_relative,
+            alpha=config.alpha, power=decision_power(config.power, len(config.guardrails)), arms=arms,
+            correction=config.correction, looks=config.sequential_looks,
+        ).n_per_arm
+    except ValueError:
+        return None
+
+
+def sequential_tau(baseline: float, config: AnalysisConfig) -> float:
+    """The mSPRT mixture's tau on the difference scale: the declared MDE at the planning
+    `baseline` (`policies.stats.sequential`), never estimated from the data once
+    `config.baseline` is declared. Lift intervals invert the same mixture (`_compare`)."""
+    return abs(absolute_mde(baseline, config.mde, relative=config.mde_relative))
+
+
 def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: AnalysisConfig) -> _VariantResult:
     """Test of one variant against the control, and the difference and lift intervals that invert it.
 
@@ -322,7 +365,7 @@ def _compare(treatment: ArmStats, control: ArmStats, baseline: float, config: An
             raise ValueError("both arms must hold the same kind of statistics")
         return _VariantResult(test, difference_interval(treatment, control, config.alpha),
                               lift_interval(treatment, control, config.alpha, nonnegative=nonnegative))
-    tau_sq = absolute_mde(baseline, config.mde, relative=config.mde_relative) ** 2
+    tau_sq = sequential_tau(baseline, config) ** 2
     diff = absolute_difference(treatment, control).estimate
     if isinstance(treatment, BinaryStats) and isinstance(control, BinaryStats):
         variance = pooled_variance(treatment, control)
@@ -407,10 +450,12 @@ def _analyze_ab_test(
     problem = _insufficiency(names, data, control)
     results: dict[int, _VariantResult] = {}
     plan: SampleSizePlan | None = None
+    sequential_n: int | None = None
     omnibus: TestResult | None = None
     if problem is None:
         baseline = _planning_baseline(data[control], config)
         plan = _plan(data[control], len(data), baseline, config)
+        sequential_n = _sequential_n(data[control], len(data), baseline, config)
         results = {i: _compare(s, data[control], baseline, config) for i, s in enumerate(data) if i != control}
         omnibus = omnibus_test(data)
     raw = [r.test.p_value for r in results.values()]
@@ -443,10 +488,9 @@ def _analyze_ab_test(
     nominal = "msprt" if config.sequential else ("z_test" if config.metric_type == "binary" else "welch_t_test")
     method = "+".join(sorted({c.method for c in comparisons})) or nominal
     smallest = min(s.n for s in data)
-    planning = Planning(
-        None if plan is None else plan.n_per_arm,
-        None if plan is None else smallest / plan.n_per_arm,
-    )
+    fixed_n = None if plan is None else plan.n_per_arm
+    horizon = sequential_n if config.sequential else fixed_n
+    planning = Planning(fixed_n, None if horizon is None else smallest / horizon, sequential_n)
     verdict = srm_verdict(srm, config.srm_threshold)
     if verdict is None and problem is not None:
         verdict = Verdict("insufficient_data", None, problem)
@@ -464,7 +508,7 @@ def _analyze_ab_test(
             names[control],
             outcomes,
             smallest_n=smallest,
-            planned_n_per_arm=planning.planned_n_per_arm,
+            planned_n_per_arm=horizon,
             alpha=config.alpha,
             correction=config.correction,
             sequential=config.sequential,

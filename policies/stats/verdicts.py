@@ -57,11 +57,12 @@ def srm_verdict(srm: SrmResult | None, threshold: float) -> Verdict | None:
     )
 
 
-def _progress(smallest_n: int, planned_n_per_arm: int | None) -> str:
+def _progress(smallest_n: int, planned_n_per_arm: int | None, sequential: bool) -> str:
+    plan = "sequential planned sample" if sequential else "planned sample"
     if planned_n_per_arm is None:
-        return "planned sample unknown (the baseline moved by the MDE admits no plan)"
+        return f"{plan} unknown (the baseline moved by the MDE admits no plan)"
     share = smallest_n / planned_n_per_arm
-    return f"{share:.0%} of planned sample ({smallest_n:,} of {planned_n_per_arm:,} per arm)"
+    return f"{share:.0%} of {plan} ({smallest_n:,} of {planned_n_per_arm:,} per arm)"
 
 
 def ab_test_verdict(
@@ -77,11 +78,11 @@ def ab_test_verdict(
     """Rules 3-5 for a testable A/B test without SRM.
 
     `smallest_n` is the fewest exposures of any arm; the plan counts as reached when it is
-    at least `planned_n_per_arm`.
+    at least `planned_n_per_arm` (the sequential planned n in sequential mode).
     """
     reached = planned_n_per_arm is not None and smallest_n >= planned_n_per_arm
     final = sequential or reached
-    progress = _progress(smallest_n, planned_n_per_arm)
+    progress = _progress(smallest_n, planned_n_per_arm, sequential)
     significant = [v for v in variants if v.p_value_adjusted < alpha]
     better = superior_variants(variants, alpha)
     how = f"adjusted p ({correction})" + (", always-valid" if sequential else "")

@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from statsmodels.stats.proportion import confint_proportions_2indep
 
-from policies.stats.analysis import Analysis, AnalysisConfig, analyze
+from policies.stats.analysis import Analysis, AnalysisConfig, analyze, sequential_tau
 from policies.stats.corrections import adjust_p_values
-from policies.stats.frequentist import two_proportion_test
+from policies.stats.effects import Effect, absolute_difference
+from policies.stats.frequentist import pooled_variance, two_proportion_test
+from policies.stats.planning import plan_mean_sample_size
+from policies.stats.sequential import msprt_test
+from policies.stats.sequential_planning import plan_sequential_sample_size
 from policies.sufficient import BinaryStats, MeanStats
 
 ARM_KEYS = [
@@ -55,7 +59,7 @@ def test_to_dict_is_plain_json_with_the_contract_keys() -> None:
     assert [list(arm) for arm in result["arms"]] == [ARM_KEYS] * 3
     assert result["test"] == {"method": "z_test", "alpha": 0.05, "correction": "holm", "sequential": False}
     assert set(result["srm"]) >= {"p_value", "flagged"}
-    assert set(result["planning"]) == {"planned_n_per_arm", "share_reached"}
+    assert set(result["planning"]) == {"planned_n_per_arm", "share_reached", "sequential_n_per_arm"}
     assert set(result["verdict"]) == {"status", "winner", "reason"}
     assert result["verdict"]["status"] == "winner" and result["verdict"]["winner"] == "b"
 
@@ -342,3 +346,63 @@ def test_near_zero_variance_revenue_control_gives_a_verdict_and_no_warning() -> 
         result = _ab(stats, AnalysisConfig(metric_type="revenue", draws=1000))
     assert [str(w.message) for w in caught] == []
     assert result.planning.planned_n_per_arm is None and result.verdict.status == "keep_running"
+
+
+def _null_effect(treatment: BinaryStats, control: BinaryStats) -> Effect:
+    return Effect(absolute_difference(treatment, control).estimate, pooled_variance(treatment, control))
+
+
+def test_sequential_tau_comes_from_the_declared_baseline_not_the_data() -> None:
+    """Two different observed controls, one declared 5% baseline: both p-values are the mSPRT's
+    (of the difference, with the variance under no effect) with tau = 10% of 5%, so the mixture
+    did not move with the data."""
+    config = AnalysisConfig(draws=500, sequential=True, baseline=0.05)
+    declared_tau_sq = (0.10 * 0.05) ** 2
+    for control in (BinaryStats(8000, 400), BinaryStats(8000, 560)):
+        variant = BinaryStats(8000, 470)
+        result = _ab([control, variant], config)
+        expected = msprt_test(_null_effect(variant, control), declared_tau_sq)
+        assert result.arms[1].p_value == expected.p_value
+        assert sequential_tau(0.05, config) ** 2 == pytest.approx(declared_tau_sq, rel=1e-12)
+    # without a declared baseline the observed control rate (7%) is the fallback
+    fallback = _ab([BinaryStats(8000, 560), BinaryStats(8000, 470)], AnalysisConfig(draws=500, sequential=True))
+    expected = msprt_test(_null_effect(BinaryStats(8000, 470), BinaryStats(8000, 560)), (0.10 * 0.07) ** 2)
+    assert fallback.arms[1].p_value == pytest.approx(expected.p_value, rel=1e-12)
+
+
+def test_sequential_planning_is_reported_and_states_its_share() -> None:
+    config = AnalysisConfig(draws=500, sequential=True, baseline=0.05)
+    result = _ab([BinaryStats(4000, 200), BinaryStats(4000, 204)], config)
+    sequential_n = plan_sequential_sample_size(0.05, 0.10).n_per_arm  # 47,108 (test_sequential_planning)
+    assert result.planning.planned_n_per_arm == 31218  # the fixed-horizon plan stays (see test_planning)
+    assert result.planning.sequential_n_per_arm == sequential_n
+    assert result.planning.share_reached == pytest.approx(4000 / sequential_n)
+    assert result.verdict.status == "keep_running"
+    assert f"8% of sequential planned sample (4,000 of {sequential_n:,} per arm)" in result.verdict.reason
+    assert _ab([BinaryStats(4000, 200), BinaryStats(4000, 204)]).planning.sequential_n_per_arm is None
+
+
+def test_sequential_mode_ends_without_difference_at_the_sequential_n() -> None:
+    config = AnalysisConfig(draws=500, sequential=True, baseline=0.05)
+    n = plan_sequential_sample_size(0.05, 0.10).n_per_arm
+    result = _ab([BinaryStats(n, n // 20), BinaryStats(n, n // 20 + 10)], config)
+    assert result.verdict.status == "no_difference"
+    early = _ab([BinaryStats(n - 1, n // 20), BinaryStats(n - 1, n // 20 + 10)], config)
+    assert early.verdict.status == "keep_running"
+
+
+def test_declared_sd_fixes_the_revenue_plans() -> None:
+    config = AnalysisConfig(metric_type="revenue", draws=500, sequential=True, baseline=2.0, baseline_sd=7.0)
+    plans = set()
+    for total_sq in (60_000.0, 90_000.0):  # two observed spreads
+        result = _ab([MeanStats(1000, 2000.0, total_sq), MeanStats(1000, 2100.0, total_sq)], config)
+        plans.add((result.planning.planned_n_per_arm, result.planning.sequential_n_per_arm))
+    assert plans == {(plan_mean_sample_size(2.0, 7.0, 0.10).n_per_arm,
+                      plan_sequential_sample_size(2.0, 0.10, std=7.0).n_per_arm)}
+
+
+@pytest.mark.parametrize("kwargs", [{"baseline_sd": 0.0}, {"baseline_sd": float("nan")}, {"sequential_looks": 0},
+                                    {"sequential_looks": 1000}])
+def test_sequential_config_validation(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        AnalysisConfig(**kwargs)  # type: ignore[arg-type]
