@@ -14,9 +14,10 @@ from rich.table import Table
 from engine.api import Engine
 from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
-from engine.spec import ExperimentSpec, Kind, Metric
+from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, Kind, Metric, ThompsonPolicy
 from engine.store import Tally
 from policies.stats.analysis import AnalysisConfig, analyze
+from policies.stats.bandit_inference import PropensitySums
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
 from policies.stats.planning import GuardrailDesign
 from policies.stats.verdicts import VariantOutcome, Verdict
@@ -55,16 +56,18 @@ def build_report(engine: Engine, key: str, seed: int = 0) -> Report:
     weights = engine.weights(key)
     rng = np.random.default_rng(seed)
     designs = guardrail_designs(spec, tally, costs)
-    sections = [_metric_section(spec, m, tally, costs, rng, designs if m is spec.primary else ())
+    excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
+    positivity = propensity_floor(spec) and not excluded
+    sections = [_metric_section(spec, m, tally, costs, rng, designs if m is spec.primary else (), positivity)
                 for m in spec.measures]
     primary = sections[0]
     guards = guardrail_results(spec, tally, costs)
     for section in sections:
         if section["role"] == MetricRole.GUARDRAIL.value:
             _attach_guardrails(section, [g for g in guards if g.metric == section["name"]])
-    excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
     if excluded:
-        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), excluded, rng)
+        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), tally.propensity_sums(spec.primary),
+                               excluded, rng)
     channels = {a.key: a.channel.value for a in spec.arms}
     value_metric = next((m for m in spec.measures if m.revenue), None)
     for i, row in enumerate(primary["arms"]):
@@ -128,7 +131,8 @@ _METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict")
 
 
 def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats: Sequence[ArmStats],
-                           excluded: dict[str, str], rng: np.random.Generator) -> None:
+                           weighted: Sequence[PropensitySums] | None, excluded: dict[str, str],
+                           rng: np.random.Generator) -> None:
     """A bandit that took arms out of traffic can only ship one of the others: `prob_best`,
     `expected_loss` and the verdict are those of the arms still in traffic (null for the others)."""
     keep = [i for i, arm in enumerate(spec.arm_keys) if arm not in excluded]
@@ -137,7 +141,8 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
     arms = [spec.arm_keys[i] for i in keep]
     within = analyze(arms, [stats[i] for i in keep], kind=spec.kind.value,
                      control=spec.control if spec.control in arms else None, expected_weights=None,
-                     config=analysis_config(spec), rng=rng).to_dict()
+                     config=analysis_config(spec), rng=rng,
+                     weighted=None if weighted is None else [weighted[i] for i in keep]).to_dict()
     judged = {row["arm"]: row for row in within["arms"]}
     for row in primary["arms"]:
         for key in ("prob_best", "expected_loss"):
@@ -145,13 +150,29 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
     primary["verdict"] = within["verdict"]
 
 
+def propensity_floor(spec: ExperimentSpec) -> bool:
+    """Whether every unit of a bandit can get every arm with a propensity bounded away from 0, as
+    the Horvitz-Thompson SRM check needs (`policies.stats.bandit_inference`): a policy floor
+    (Thompson's `min_weight`, a constant epsilon) and no eligibility rule that masks arms."""
+    policy, rule = spec.policy, spec.eligibility
+    if spec.kind is not Kind.BANDIT or rule.channels_from is not None or rule.exclude_arms_from is not None:
+        return False
+    if isinstance(policy, ThompsonPolicy):
+        return policy.min_weight > 0
+    if isinstance(policy, EpsilonGreedyPolicy):
+        return policy.epsilon > 0 and policy.decay == 0
+    return False
+
+
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
-                    rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...]) -> dict[str, Any]:
+                    rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...],
+                    positivity: bool = False) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict."""
     analysis = analyze(
         spec.arm_keys, tally.stats(metric, costs), kind=spec.kind.value, control=spec.control,
         expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None,
         config=analysis_config(spec, metric, guardrails), rng=rng,
+        weighted=tally.propensity_sums(metric) if spec.kind is Kind.BANDIT else None, propensity_srm=positivity,
     ).to_dict()
     for row, u, m in zip(analysis["arms"], tally.units, tally.metric(metric.name), strict=True):
         row["exposures"] = u.units

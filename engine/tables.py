@@ -125,7 +125,8 @@ class QuarantineRow(SQLModel, table=True):
 
 class UnitRow(SQLModel, table=True):
     """An analysis unit of a per-user experiment: its first exposure in the phase fixed its arm
-    and the start of its conversion windows; `decisions` counts its decisions in that arm."""
+    and the start of its conversion windows; `decisions` counts its decisions in that arm;
+    `propensity` is that first decision's (None for an imported exposure that had none)."""
 
     __tablename__ = "units"
 
@@ -136,6 +137,7 @@ class UnitRow(SQLModel, table=True):
     first_ts: datetime
     decisions: int = 1
     several_arms: bool = False
+    propensity: float | None = None
 
 
 class UnitValueRow(SQLModel, table=True):
@@ -153,8 +155,10 @@ class UnitValueRow(SQLModel, table=True):
 
 
 class UnitStatsRow(SQLModel, table=True):
-    """Per arm: analysis units, their decisions (sum and sum of squares, for costs per unit) and
-    units also served another arm. Kept in step with `units` by increments."""
+    """Per arm: analysis units, their decisions (sum and sum of squares, for costs per unit),
+    units also served another arm, and over the units with a logged propensity p (`ipw_units`)
+    the sums of w = 1/p and w^2 (`policies.stats.bandit_inference`). Kept in step with `units`
+    by increments."""
 
     __tablename__ = "unit_stats"
 
@@ -165,11 +169,15 @@ class UnitStatsRow(SQLModel, table=True):
     decisions: int = 0
     decisions_sq: int = 0
     several_arms: int = 0
+    ipw_units: int = 0
+    weight: float = 0.0
+    weight_sq: float = 0.0
 
 
 class MetricStatsRow(SQLModel, table=True):
     """Per metric and arm: converted units and the sums of unit values (and of value times
-    decisions, for net value). Kept in step with `unit_values` by increments."""
+    decisions, for net value), and over the units with a propensity the sums of w Y, w^2 Y and
+    w^2 Y^2 (w = 1/p). Kept in step with `unit_values` by increments."""
 
     __tablename__ = "metric_stats"
 
@@ -181,6 +189,9 @@ class MetricStatsRow(SQLModel, table=True):
     total: float = 0.0
     total_sq: float = 0.0
     total_decisions: float = 0.0
+    weight_y: float = 0.0
+    weight_sq_y: float = 0.0
+    weight_sq_y_sq: float = 0.0
 
 
 class ArmExclusionRow(SQLModel, table=True):

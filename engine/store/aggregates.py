@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 from engine.db import insert_if_absent
 from engine.spec import Metric
 from engine.tables import ARM_STATS, METRIC_STATS, UNIT_STATS
+from policies.stats.bandit_inference import PropensitySums
 from policies.sufficient import ArmStats, BinaryStats, MeanStats, net_of_cost
 
 
@@ -115,16 +116,23 @@ class UnitAggregate:
     decisions: int = 0
     decisions_sq: int = 0
     several_arms: int = 0
+    ipw_units: int = 0
+    weight: float = 0.0
+    weight_sq: float = 0.0
 
 
 @dataclass(frozen=True)
 class MetricAggregate:
-    """An arm's sums of one metric over its units: converted units, values, squares, values x decisions."""
+    """An arm's sums of one metric over its units: converted units, values, squares, values x
+    decisions, and the propensity-weighted sums w Y, w^2 Y, w^2 Y^2."""
 
     conversions: int = 0
     total: float = 0.0
     total_sq: float = 0.0
     total_decisions: float = 0.0
+    weight_y: float = 0.0
+    weight_sq_y: float = 0.0
+    weight_sq_y_sq: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,16 @@ class Tally:
     def metric(self, name: str) -> tuple[MetricAggregate, ...]:
         return self.metrics.get(name) or tuple(MetricAggregate() for _ in self.arms)
 
+    def propensity_sums(self, metric: Metric) -> tuple[PropensitySums, ...] | None:
+        """Each arm's propensity sums of `metric` (the corrected bandit estimates), None when
+        some unit has no propensity or the metric is net of cost (its sums are not kept)."""
+        if metric.net or any(u.ipw_units != u.units for u in self.units):
+            return None
+        # Sums kept by differences can sit a rounding error below 0.
+        return tuple(PropensitySums(u.ipw_units, max(u.weight, 0.0), max(u.weight_sq, 0.0), m.weight_y, m.weight_sq_y,
+                                    max(m.weight_sq_y_sq, 0.0))
+                     for u, m in zip(self.units, self.metric(metric.name), strict=True))
+
     def stats(self, metric: Metric, costs: Sequence[float]) -> list[ArmStats]:
         """The metric's sufficient statistics per arm; net of `costs` (per decision) when it says `net`."""
         out: list[ArmStats] = []
@@ -163,16 +181,17 @@ def read_tally(conn: Connection, key: str, phase: int, arms: Sequence[str]) -> T
     index = {a: i for i, a in enumerate(arms)}
     units = [UnitAggregate()] * len(arms)
     u = UNIT_STATS.c
-    for arm, n, d, dsq, several in conn.execute(
-            select(u.arm, u.units, u.decisions, u.decisions_sq, u.several_arms)
+    for arm, *sums in conn.execute(
+            select(u.arm, u.units, u.decisions, u.decisions_sq, u.several_arms, u.ipw_units, u.weight, u.weight_sq)
             .where(u.experiment == key, u.phase == phase)):
         if arm in index:
-            units[index[arm]] = UnitAggregate(n, d, dsq, several)
+            units[index[arm]] = UnitAggregate(*sums)
     metrics: dict[str, list[MetricAggregate]] = {}
     m = METRIC_STATS.c
-    for name, arm, c, t, t2, td in conn.execute(
-            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions)
+    for name, arm, *sums in conn.execute(
+            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions, m.weight_y, m.weight_sq_y,
+                   m.weight_sq_y_sq)
             .where(m.experiment == key, m.phase == phase)):
         if arm in index:
-            metrics.setdefault(name, [MetricAggregate()] * len(arms))[index[arm]] = MetricAggregate(c, t, t2, td)
+            metrics.setdefault(name, [MetricAggregate()] * len(arms))[index[arm]] = MetricAggregate(*sums)
     return Tally(tuple(arms), tuple(units), {k: tuple(v) for k, v in metrics.items()})

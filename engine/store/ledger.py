@@ -12,6 +12,12 @@ raw rows: exactly once, and equal to a recount. The unit's row is read `FOR UPDA
 replicas on PostgreSQL take turns per unit. Arrival order does not matter: a conversion is
 stored with its time and judged against the unit's start, and an exposure earlier than the
 start recounts the unit from its raw rows (`_recount`).
+
+Bandit arms are also read through the units' propensities (`policies.stats.bandit_inference`):
+a unit's propensity is that of its first decision (per-decision units: their own), kept on its
+`units` row, and the sums of w = 1/p, w^2 (`unit_stats`) and w Y, w^2 Y, w^2 Y^2 (`metric_stats`)
+follow the unit's value by the same differences. A unit without a propensity (an imported
+exposure) is left out of them, and `ipw_units` tells the report so.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from engine.db import bulk_insert, member_of
 from engine.spec import AnalysisUnit, ExperimentSpec
 from engine.store.aggregates import Increments
 from engine.tables import DECISIONS, EVENTS, METRIC_STATS, UNIT_STATS, UNIT_VALUES, UNITS
+from policies.stats.bandit_inference import propensity_increments
 
 UnitKey = tuple[str, int, str]  # experiment, phase, unit
 ValueKey = tuple[str, int, str, str]  # experiment, phase, metric, unit
@@ -45,6 +52,8 @@ class Conversion(NamedTuple):
     metric: str
     value: float | None
     ts: datetime
+    propensity: float | None = None
+    """The decision's (what a per-decision unit is weighted by)."""
 
 
 @dataclass
@@ -53,6 +62,7 @@ class _Unit:
     first_ts: datetime
     decisions: int
     several_arms: bool
+    propensity: float | None = None
     stored: bool = True
     changed: bool = False
 
@@ -77,6 +87,22 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return (_naive(later) - _naive(earlier)).total_seconds()
 
 
+def _unit_weights(propensity: float | None, sign: int = 1) -> dict[str, float]:
+    """A unit's `unit_stats` increments of the propensity sums (none without a usable propensity)."""
+    if propensity is None or not propensity > 0:
+        return {}
+    w = 1.0 / propensity
+    return {"ipw_units": sign, "weight": sign * w, "weight_sq": sign * w * w}
+
+
+def _value_weights(propensity: float | None, before: float, after: float) -> dict[str, float]:
+    """`metric_stats` increments of the propensity sums when a unit's value goes from `before` to `after`."""
+    if propensity is None or not propensity > 0:
+        return {}
+    new, old = propensity_increments(propensity, after), propensity_increments(propensity, before)
+    return {k: new[k] - old[k] for k in ("weight_y", "weight_sq_y", "weight_sq_y_sq")}
+
+
 def _naive(ts: datetime) -> datetime:
     """UTC without tzinfo: SQLite gives stored times back naive, events arrive aware."""
     return ts.replace(tzinfo=None)
@@ -85,7 +111,7 @@ def _naive(ts: datetime) -> datetime:
 @lru_cache(maxsize=4)
 def _units_in(dialect: str) -> Select[Any]:
     u = UNITS.c
-    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms)
+    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms, u.propensity)
             .where(u.experiment == bindparam("experiment"), u.phase == bindparam("phase"),
                    member_of(u.unit, "units", dialect))
             .order_by(u.unit).with_for_update())
@@ -103,7 +129,7 @@ _UPDATE_UNIT = (
     update(UNITS).where(UNITS.c.experiment == bindparam("k_experiment"), UNITS.c.phase == bindparam("k_phase"),
                         UNITS.c.unit == bindparam("k_unit"))
     .values(arm=bindparam("arm"), first_ts=bindparam("first_ts"), decisions=bindparam("decisions"),
-            several_arms=bindparam("several_arms"))
+            several_arms=bindparam("several_arms"), propensity=bindparam("propensity"))
 )
 _UPDATE_VALUE = (
     update(UNIT_VALUES).where(
@@ -113,25 +139,37 @@ _UPDATE_VALUE = (
 )
 
 
+_UNIT_COLUMNS = ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms", "propensity")
+
+
+def _unit_update(experiment: str, phase: int, unit: str, s: _Unit) -> dict[str, Any]:
+    return {"k_experiment": experiment, "k_phase": phase, "k_unit": unit, "arm": s.arm, "first_ts": s.first_ts,
+            "decisions": s.decisions, "several_arms": s.several_arms, "propensity": s.propensity}
+
+
 class Ledger:
     """The per-unit accounting of one transaction: queue exposures and conversions, then `settle`."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime]] = []
+        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime, float | None]] = []
         self._conversions: list[Conversion] = []
         self._specs: dict[str, ExperimentSpec] = {}
         self.unit_stats = Increments(UNIT_STATS, ("experiment", "phase", "arm"),
-                                     ("units", "decisions", "decisions_sq", "several_arms"))
+                                     ("units", "decisions", "decisions_sq", "several_arms", "ipw_units", "weight",
+                                      "weight_sq"))
         self.metric_stats = Increments(METRIC_STATS, ("experiment", "phase", "metric", "arm"),
-                                       ("conversions", "total", "total_sq", "total_decisions"))
+                                       ("conversions", "total", "total_sq", "total_decisions", "weight_y",
+                                        "weight_sq_y", "weight_sq_y_sq"))
 
-    def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime) -> None:
+    def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime,
+               propensity: float | None) -> None:
         """A newly logged decision (never one logged before: callers pass only new rows)."""
         if per_user(spec):
-            self._exposures.append((spec, phase, unit, arm, ts))
+            self._exposures.append((spec, phase, unit, arm, ts, propensity))
         else:
-            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
+            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                **_unit_weights(propensity))
 
     def convert(self, conversion: Conversion) -> None:
         self._conversions.append(conversion)
@@ -142,8 +180,8 @@ class Ledger:
         units = self._read_units()
         values = self._read_values(units)
         recount: set[UnitKey] = set()
-        for spec, phase, unit, arm, ts in sorted(self._exposures, key=lambda e: _naive(e[4])):
-            self._expose(units, values, recount, spec, phase, unit, arm, ts)
+        for spec, phase, unit, arm, ts, propensity in sorted(self._exposures, key=lambda e: _naive(e[4])):
+            self._expose(units, values, recount, spec, phase, unit, arm, ts, propensity)
         for c in self._conversions:
             self._convert(units, values, recount, c)
         self._write_units(units)
@@ -157,7 +195,7 @@ class Ledger:
 
     def _unit_keys(self) -> dict[tuple[str, int], set[str]]:
         wanted: dict[tuple[str, int], set[str]] = {}
-        for spec, phase, unit, _, _ in self._exposures:
+        for spec, phase, unit, *_ in self._exposures:
             wanted.setdefault((spec.key, phase), set()).add(unit)
             self._specs[spec.key] = spec
         for c in self._conversions:
@@ -173,8 +211,8 @@ class Ledger:
                 continue
             rows = self.conn.execute(_units_in(self.conn.dialect.name),
                                      {"experiment": key, "phase": phase, "units": sorted(names)})
-            for unit, arm, first_ts, decisions, several in rows:
-                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several))
+            for unit, arm, first_ts, decisions, several, propensity in rows:
+                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several), propensity)
         return states
 
     def _read_values(self, units: dict[UnitKey, _Unit]) -> dict[ValueKey, _Value]:
@@ -189,14 +227,16 @@ class Ledger:
     # -- applying --------------------------------------------------------------------
 
     def _expose(self, units: dict[UnitKey, _Unit], values: dict[ValueKey, _Value], recount: set[UnitKey],
-                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime) -> None:
+                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime,
+                propensity: float | None) -> None:
         key = (spec.key, phase, unit)
         state = units.get(key)
         if key in recount:
             return
         if state is None:
-            units[key] = _Unit(arm, ts, 1, False, stored=False, changed=True)
-            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
+            units[key] = _Unit(arm, ts, 1, False, propensity, stored=False, changed=True)
+            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                **_unit_weights(propensity))
         elif _naive(ts) < _naive(state.first_ts):
             recount.add(key)  # an earlier first exposure: arm and windows may change
         elif arm == state.arm:
@@ -220,8 +260,10 @@ class Ledger:
                 recount.add(key)  # no state yet (rows logged before per-unit accounting): recount
                 return
             arm, start, decisions, unit = state.arm, state.first_ts, state.decisions, c.unit
+            propensity = state.propensity
         else:
             arm, start, decisions, unit = c.arm, c.decision_ts, 1, c.decision_id
+            propensity = c.propensity
         metric = spec.measure(c.metric)
         assert metric is not None
         elapsed = _seconds(c.ts, start)
@@ -232,19 +274,17 @@ class Ledger:
         after = before + (c.value or 0.0) if metric.revenue else 1.0
         self.metric_stats.add((spec.key, c.phase, metric.name, arm), conversions=0 if v.converted else 1,
                               total=after - before, total_sq=after * after - before * before,
-                              total_decisions=(after - before) * decisions if metric.net else 0.0)
+                              total_decisions=(after - before) * decisions if metric.net else 0.0,
+                              **_value_weights(propensity, before, after))
         v.converted, v.value, v.changed = True, after, True
 
     # -- writing ---------------------------------------------------------------------
 
     def _write_units(self, units: dict[UnitKey, _Unit]) -> None:
-        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms)
+        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms, s.propensity)
                for (k, p, u), s in sorted(units.items()) if not s.stored]
-        bulk_insert(self.conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms"),
-                    new)
-        changed = [{"k_experiment": k, "k_phase": p, "k_unit": u, "arm": s.arm, "first_ts": s.first_ts,
-                    "decisions": s.decisions, "several_arms": s.several_arms}
-                   for (k, p, u), s in sorted(units.items()) if s.stored and s.changed]
+        bulk_insert(self.conn, UNITS, _UNIT_COLUMNS, new)
+        changed = [_unit_update(k, p, u, s) for (k, p, u), s in sorted(units.items()) if s.stored and s.changed]
         if changed:
             self.conn.execute(_UPDATE_UNIT, changed)
         for s in units.values():
@@ -280,13 +320,10 @@ class Ledger:
             return
         state, new_values = fresh
         if old is None:
-            bulk_insert(self.conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions",
-                                           "several_arms"),
-                        [(experiment, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms)])
+            bulk_insert(self.conn, UNITS, _UNIT_COLUMNS, [(experiment, phase, unit, state.arm, state.first_ts,
+                                                           state.decisions, state.several_arms, state.propensity)])
         else:
-            self.conn.execute(_UPDATE_UNIT, [{"k_experiment": experiment, "k_phase": phase, "k_unit": unit,
-                                              "arm": state.arm, "first_ts": state.first_ts,
-                                              "decisions": state.decisions, "several_arms": state.several_arms}])
+            self.conn.execute(_UPDATE_UNIT, [_unit_update(experiment, phase, unit, state)])
         bulk_insert(self.conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"),
                     [(experiment, phase, m, unit, v.converted, v.value) for m, v in new_values.items()])
         self._contribute(spec, phase, state, dict(new_values), sign=1)
@@ -295,13 +332,15 @@ class Ledger:
                     sign: int) -> None:
         k = state.decisions
         self.unit_stats.add((spec.key, phase, state.arm), units=sign, decisions=sign * k, decisions_sq=sign * k * k,
-                            several_arms=sign * int(state.several_arms))
+                            several_arms=sign * int(state.several_arms), **_unit_weights(state.propensity, sign))
         for m in spec.measures:
             v = unit_values.get(m.name)
             if v is not None:
+                weights = _value_weights(state.propensity, 0.0, v.value)
                 self.metric_stats.add((spec.key, phase, m.name, state.arm), conversions=sign * int(v.converted),
                                       total=sign * v.value, total_sq=sign * v.value * v.value,
-                                      total_decisions=sign * v.value * k if m.net else 0.0)
+                                      total_decisions=sign * v.value * k if m.net else 0.0,
+                                      **{name: sign * d for name, d in weights.items()})
 
 
 def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
@@ -309,16 +348,22 @@ def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
     """A per-user unit's state and values from its raw rows, None if it has no decision in the phase."""
     d = DECISIONS.c
     decisions = conn.execute(
-        select(d.arm, d.ts).where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
+        select(d.arm, d.ts, d.propensity).where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
         .order_by(d.ts, d.decision_id)).all()
     if not decisions:
         return None
-    arm, start = decisions[0]
-    state = _Unit(arm, start, sum(1 for a, _ in decisions if a == arm), any(a != arm for a, _ in decisions))
+    state = _first_arm(decisions)
     e = EVENTS.c
     events = conn.execute(select(e.metric, e.value, e.ts).where(
         e.experiment == spec.key, e.unit == unit, e.phase == phase, e.type == "conversion"))
-    return state, count_values(spec, start, events)
+    return state, count_values(spec, state.first_ts, events)
+
+
+def _first_arm(decisions: Sequence[Sequence[Any]]) -> _Unit:
+    """A per-user unit's state from its (arm, ts, propensity) decisions, oldest first."""
+    arm, start, propensity = decisions[0]
+    return _Unit(arm, start, sum(1 for a, *_ in decisions if a == arm), any(a != arm for a, *_ in decisions),
+                 propensity)
 
 
 def count_values(spec: ExperimentSpec, start: datetime,
@@ -348,36 +393,38 @@ def rebuild(conn: Connection, spec: ExperimentSpec, phase: int) -> None:
         conn.execute(delete(table).where(table.c.experiment == key, table.c.phase == phase))
     ledger = Ledger(conn)
     d, e = DECISIONS.c, EVENTS.c
-    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value)
+    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value, d.propensity)
                              .where(d.experiment == key, d.phase == phase).order_by(d.unit, d.ts, d.decision_id))
     if not per_user(spec):
         # Each decision is a unit; its primary outcome is the one intake attributed to it.
         primary = spec.primary.name
         values = []
-        for decision_id, _, arm, _, converted, value in decisions:
-            ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1)
+        for decision_id, _, arm, _, converted, value, propensity in decisions:
+            ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                  **_unit_weights(propensity))
             if converted:
                 values.append((key, phase, primary, decision_id, True, value))
                 ledger.metric_stats.add((key, phase, primary, arm), conversions=1, total=value, total_sq=value * value,
-                                        total_decisions=value if spec.primary.net else 0.0)
+                                        total_decisions=value if spec.primary.net else 0.0,
+                                        **_value_weights(propensity, 0.0, value))
         bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
     else:
         events: dict[str, list[tuple[Any, Any, Any]]] = {}
         for unit, metric, value, ts in conn.execute(select(e.unit, e.metric, e.value, e.ts).where(
                 e.experiment == key, e.phase == phase, e.type == "conversion")):
             events.setdefault(unit, []).append((metric, value, ts))
-        by_unit: dict[str, list[tuple[str, datetime]]] = {}
-        for _, unit, arm, ts, _, _ in decisions:
-            by_unit.setdefault(unit, []).append((arm, ts))
+        by_unit: dict[str, list[tuple[str, datetime, float | None]]] = {}
+        for _, unit, arm, ts, _, _, propensity in decisions:
+            by_unit.setdefault(unit, []).append((arm, ts, propensity))
         units, values = [], []
         for unit, rows in by_unit.items():
-            arm, start = rows[0]
-            state = _Unit(arm, start, sum(1 for a, _ in rows if a == arm), any(a != arm for a, _ in rows))
-            counted = count_values(spec, start, events.get(unit, ()))
-            units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms))
+            state = _first_arm(rows)
+            counted = count_values(spec, state.first_ts, events.get(unit, ()))
+            units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms,
+                          state.propensity))
             values += [(key, phase, m, unit, v.converted, v.value) for m, v in counted.items()]
             ledger._contribute(spec, phase, state, dict(counted), sign=1)
-        bulk_insert(conn, UNITS, ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms"), units)
+        bulk_insert(conn, UNITS, _UNIT_COLUMNS, units)
         bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
     ledger.unit_stats.apply(conn)
     ledger.metric_stats.apply(conn)

@@ -53,9 +53,17 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from policies.bandits.arm_stats import check_metric, normalise_stats
+from policies.stats.bandit_inference import (
+    IpwEstimate,
+    PropensitySums,
+    bandit_srm,
+    comparison_effects,
+    ipw_estimate,
+    weighted_posteriors,
+)
 from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, posterior_summaries
 from policies.stats.corrections import Correction, adjust_p_values, check_correction
-from policies.stats.effects import Interval, absolute_difference, normal_interval, relative_lift
+from policies.stats.effects import Interval, absolute_difference, mean_effect, normal_interval, relative_lift
 from policies.stats.frequentist import (
     TestResult,
     difference_interval,
@@ -73,7 +81,7 @@ from policies.stats.planning import (
     plan_decision_sample_size,
     plan_mean_sample_size,
 )
-from policies.stats.sequential import always_valid_interval, msprt_test
+from policies.stats.sequential import always_valid_interval, msprt_p_values, msprt_test
 from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult, sample_ratio_test
 from policies.stats.verdicts import (
     VariantOutcome,
@@ -428,35 +436,89 @@ def _analyze_ab_test(
     )
 
 
+def _bandit_estimates(
+    data: Sequence[ArmStats], weighted: Sequence[PropensitySums] | None
+) -> list[IpwEstimate] | None:
+    """Corrected estimates when every unit of every arm has a logged propensity, else None
+    (the arms are then read on their pooled counts)."""
+    if weighted is None or any(w.units != s.n or w.units == 0 for w, s in zip(weighted, data, strict=True)):
+        return None
+    return [e for w in weighted if (e := ipw_estimate(w)) is not None]
+
+
+def _pooled_estimate(stats: ArmStats) -> IpwEstimate:
+    """An arm's pooled mean and its variance; an empty arm has an infinite variance (p = 1)."""
+    if stats.n == 0:
+        return IpwEstimate(0.0, math.inf, 0.0)
+    effect = mean_effect(stats)
+    return IpwEstimate(effect.estimate, effect.variance, float(stats.n))
+
+
+def _always_valid_p(estimates: Sequence[IpwEstimate], best: int, config: AnalysisConfig) -> list[float]:
+    """mSPRT p-values of the best arm against each arm (1.0 for itself); tau is the MDE in the
+    metric's units at the declared baseline, else at the mean of the arm estimates."""
+    baseline = config.baseline if config.baseline is not None else float(np.mean([e.mean for e in estimates]))
+    tau = absolute_mde(baseline, config.mde, relative=config.mde_relative)
+    if not tau:
+        return [1.0] * len(estimates)
+    out = [1.0] * len(estimates)
+    for i, difference, variance in comparison_effects(estimates, best):
+        if math.isfinite(variance):
+            out[i] = float(msprt_p_values(difference, variance, tau * tau))
+    return out
+
+
 def _analyze_bandit(
     names: Sequence[str],
     stats: Sequence[ArmStats],
     data: Sequence[ArmStats],
     control: int | None,
     srm: SrmResult | None,
+    weighted: Sequence[PropensitySums] | None,
+    propensity_srm: bool,
     config: AnalysisConfig,
     rng: np.random.Generator,
 ) -> Analysis:
-    posteriors = _posteriors(data, control, config, rng)
-    if posteriors is None:
+    corrected = _bandit_estimates(data, weighted)
+    if corrected is not None and weighted is not None and propensity_srm:
+        srm = bandit_srm(weighted, threshold=config.srm_threshold)
+    binary = config.metric_type == "binary"
+    if any(isinstance(s, MeanStats) and s.n < 2 for s in data):
         rows = tuple(
             _row(n, o, _observed_mean(s), None, None, None, None, None)
             for n, o, s in zip(names, stats, data, strict=True)
         )
         verdict = Verdict("insufficient_data", None, "every arm needs at least 2 exposures for a revenue posterior")
+        posteriors = None
     else:
+        if corrected is None:
+            posteriors = _posteriors(data, control, config, rng)
+            estimates = [_pooled_estimate(s) for s in data]
+        else:
+            posteriors = weighted_posteriors(corrected, binary=binary, rng=rng, control_index=control,
+                                             alpha=config.alpha, prior_alpha=config.prior_alpha,
+                                             prior_beta=config.prior_beta, draws=config.draws)
+            estimates = corrected
+        assert posteriors is not None
         rows = tuple(
             _row(n, o, p.mean, Interval(p.mean, p.ci_low, p.ci_high), p.lift, None, None, p)
             for n, o, p in zip(names, stats, posteriors, strict=True)
         )
+        prob_best = [p.prob_best for p in posteriors]
+        best = max(range(len(names)), key=lambda i: prob_best[i])
         verdict = srm_verdict(srm, config.srm_threshold) or bandit_verdict(
             names,
             [s.n for s in data],
-            [p.prob_best for p in posteriors],
+            prob_best,
             prob_best_threshold=config.prob_best_threshold,
             min_sample_per_arm=config.min_sample_per_arm,
+            always_valid_p=_always_valid_p(estimates, best, config),
+            alpha=config.alpha,
         )
-    method = "beta_binomial" if config.metric_type == "binary" else "normal_posterior"
+    if corrected is None:
+        method = "beta_binomial" if binary else "normal_posterior"
+    else:
+        method = "ipw_beta" if binary else "ipw_normal"
     return Analysis(
         "bandit",
         config.metric_type,
@@ -480,12 +542,20 @@ def analyze(
     expected_weights: Sequence[float] | None,
     config: AnalysisConfig,
     rng: np.random.Generator,
+    weighted: Sequence[PropensitySums] | None = None,
+    propensity_srm: bool = False,
 ) -> Analysis:
     """Analyse one experiment from per-arm sufficient statistics (rules in the module doc).
 
     `stats[i]` belongs to `arms[i]`. A/B tests need a `control`; for bandits it is optional
     and only adds `prob_beat_control` and the lift. `expected_weights` (the declared split)
     enables the sample-ratio-mismatch check; pass None when the split is adaptive.
+    `weighted` (bandits): each arm's propensity sums (`policies.stats.bandit_inference`, from
+    the store's counters or `propensity_sums` over simulated units); when every unit has a
+    propensity the arms are read on the corrected estimates; with `propensity_srm` they are also
+    checked for SRM (`bandit_srm`), which is only valid when every unit could get every arm
+    with a propensity bounded away from 0 (a policy floor, no eligibility rule, no arm taken
+    out): the caller knows the policy, this function does not.
     For revenue, BinaryStats are read as 0/1 values and keep their conversion count.
     """
     names = list(arms)
@@ -505,7 +575,7 @@ def analyze(
         else sample_ratio_test([s.n for s in data], expected_weights, threshold=config.srm_threshold)
     )
     if kind == "bandit":
-        return _analyze_bandit(names, stats, data, control_index, srm, config, rng)
+        return _analyze_bandit(names, stats, data, control_index, srm, weighted, propensity_srm, config, rng)
     if control_index is None:
         raise ValueError("an A/B test needs a control arm")
     return _analyze_ab_test(names, stats, data, control_index, srm, config, rng)

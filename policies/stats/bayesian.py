@@ -94,12 +94,18 @@ def posterior_summaries(
     if control_index is not None and not 0 <= control_index < len(stats):
         raise ValueError(f"control_index {control_index} is out of range")
     samples, intervals = _posterior_draws_and_intervals(stats, alpha, prior_alpha, prior_beta, rng, draws)
+    return summaries_from_draws(samples, intervals, control_index, alpha)
+
+
+def summaries_from_draws(samples: NDArray[np.float64], intervals: Sequence[Interval], control_index: int | None,
+                         alpha: float) -> tuple[ArmPosterior, ...]:
+    """Decision quantities from (draws x arms) joint posterior samples and each arm's interval."""
     best = samples.max(axis=1, keepdims=True)
     is_best = samples == best
     prob_best = (is_best / is_best.sum(axis=1, keepdims=True)).mean(axis=0)
     expected_loss = (best - samples).mean(axis=0)
-    beat: list[float | None] = [None] * len(stats)
-    lifts: list[Interval | None] = [None] * len(stats)
+    beat: list[float | None] = [None] * samples.shape[1]
+    lifts: list[Interval | None] = [None] * samples.shape[1]
     if control_index is not None:
         control = samples[:, control_index : control_index + 1]
         wins = (samples > control) + 0.5 * (samples == control)
