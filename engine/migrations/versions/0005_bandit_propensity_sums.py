@@ -3,8 +3,8 @@ sums of w = 1/p and w^2 (`unit_stats`, with `ipw_units`, the units that have one
 w^2 Y, w^2 Y^2 per metric (`metric_stats`); see `policies.stats.bandit_inference`.
 
 The new columns start at 0 (NULL for `units.propensity`), which would claim that no unit has a
-propensity: this revision recounts every phase of every experiment from the decisions, which
-carry the propensities (`engine.store.ledger.rebuild`, as 0002 does). Offline (`db upgrade
+propensity: this revision asks for a recount of every phase of every experiment from the
+decisions, which carry the propensities (`engine.migrations.recount_all`, as 0002 does). Offline (`db upgrade
 --sql`) it only changes the schema: run an online `crosspromo db upgrade` on a store that holds
 data.
 
@@ -39,19 +39,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('propensity', sa.Float(), nullable=True))
 
     if not context.is_offline_mode():
-        _recount(op.get_bind())
+        from engine.migrations import ask_for_recount
 
-
-def _recount(conn: sa.Connection) -> None:
-    from engine.store.experiments import parse_spec
-    from engine.store.ledger import rebuild
-
-    for (spec_json,) in conn.execute(sa.text("SELECT spec_json FROM experiments ORDER BY key")).all():
-        spec = parse_spec(spec_json)
-        phases = conn.execute(sa.text("SELECT DISTINCT phase FROM decisions WHERE experiment = :k ORDER BY phase"),
-                              {"k": spec.key}).scalars().all()
-        for phase in phases:
-            rebuild(conn, spec, phase)
+        ask_for_recount(op.get_bind())
 
 
 def downgrade() -> None:
