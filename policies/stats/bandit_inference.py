@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, summaries_from_draws
@@ -164,14 +164,3 @@ def _ht_z(s: PropensitySums, total: int) -> float:
     if variance <= 1e-12 * total:  # propensity 1 throughout: W_a is N exactly under the null
         return 0.0 if abs(gap) <= 1e-9 * total else math.inf
     return gap / math.sqrt(variance)
-
-
-def comparison_effects(estimates: Sequence[IpwEstimate], best: int) -> list[tuple[int, float, float]]:
-    """(arm, difference, variance) of the best arm against each other arm, corrected estimates."""
-    b = estimates[best]
-    return [(i, b.mean - e.mean, b.variance + e.variance) for i, e in enumerate(estimates) if i != best]
-
-
-def as_arrays(sums: Sequence[PropensitySums]) -> NDArray[np.float64]:
-    """(arms, 6) array of the sums, in field order (for vectorised callers and tests)."""
-    return np.array([[s.units, s.weight, s.weight_sq, s.weight_y, s.weight_sq_y, s.weight_sq_y_sq] for s in sums])

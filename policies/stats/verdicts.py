@@ -119,15 +119,12 @@ def bandit_verdict(
     *,
     prob_best_threshold: float,
     min_sample_per_arm: int,
-    always_valid_p: Sequence[float],
-    alpha: float,
 ) -> Verdict:
-    """Rules 3-4 for a bandit without SRM: a confident best arm, enough data in every arm, and
-    the best arm's always-valid comparison with every other arm below alpha.
+    """Rules 3-4 for a bandit without SRM: a confident best arm and enough data in every arm.
 
-    `always_valid_p[i]` is the mSPRT p-value of the best arm (highest prob_best) against arm i
-    (ignored for the best arm itself): the requirement that keeps a winner call honest however
-    often the report is read (rule in the `policies.stats.analysis` docstring).
+    `prob_best` must come from the weight-corrected estimates when the units' propensities are
+    known (`policies.stats.bandit_inference`): on pooled counts an arm the bandit starved after
+    an unlucky start keeps its low mean, and the leader's prob_best is overstated.
     """
     best = max(range(len(arms)), key=lambda i: prob_best[i])
     prob = prob_best[best]
@@ -144,17 +141,8 @@ def bandit_verdict(
                 None,
                 f"arm {arm!r} has {n:,} of the {min_sample_per_arm:,} exposures needed per arm",
             )
-    worst = max((i for i in range(len(arms)) if i != best), key=lambda i: always_valid_p[i])
-    if always_valid_p[worst] >= alpha:
-        return Verdict(
-            "keep_running",
-            None,
-            f"{arms[best]!r} leads (prob_best {prob:.3f}) but its always-valid p against {arms[worst]!r} is "
-            f"{always_valid_p[worst]:.3g} >= {alpha:g}",
-        )
     return Verdict(
         "winner",
         arms[best],
-        f"{arms[best]!r} is best with probability {prob:.3f} >= {prob_best_threshold:g}, always-valid p "
-        f"<= {always_valid_p[worst]:.3g} < {alpha:g} against every other arm",
+        f"{arms[best]!r} is best with probability {prob:.3f} >= {prob_best_threshold:g}",
     )

@@ -14,7 +14,7 @@ from engine.api import Engine
 from engine.db import read, write
 from engine.store.ledger import rebuild
 from engine.tables import DECISIONS
-from policies.stats.bandit_inference import as_arrays, propensity_sums
+from policies.stats.bandit_inference import PropensitySums, propensity_sums
 from tests.samples import write_yaml
 
 BANDIT = """\
@@ -49,6 +49,10 @@ def promo(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterat
                           "decision_id": d.decision_id})
         e.flush()
         yield e
+
+
+def as_arrays(sums: tuple[PropensitySums, ...]) -> np.ndarray:
+    return np.array([[s.units, s.weight, s.weight_sq, s.weight_y, s.weight_sq_y, s.weight_sq_y_sq] for s in sums])
 
 
 def _sums(engine: Engine) -> np.ndarray:

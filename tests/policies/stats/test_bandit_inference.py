@@ -138,3 +138,30 @@ def test_srm_flags_an_arm_that_lost_exposures_and_not_a_healthy_split() -> None:
     keep = (arms != 0) | (rng.random(n) < 0.8)  # a fifth of arm 0's exposures never logged
     broken = bandit_srm(propensity_sums(arms[keep], logged[keep], np.zeros(keep.sum()), 3))
     assert broken.flagged and broken.p_value is not None and broken.p_value < 0.001
+
+
+def _starved_units() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arm a leads; b and c had an unlucky start at weight 1/3 (8 of 300 converted) and were then
+    starved at weight 0.02 (5 of 100 converted since): how a bandit read on pooled counts
+    shows a false winner."""
+    arms, p, y = [0] * 9600, [0.9] * 9600, [1.0] * 557 + [0.0] * (9600 - 557)
+    for arm in (1, 2):
+        arms += [arm] * 400
+        p += [1 / 3] * 300 + [0.02] * 100
+        y += [1.0] * 8 + [0.0] * 292 + [1.0] * 5 + [0.0] * 95
+    return np.array(arms), np.array(p), np.array(y)
+
+
+def test_an_arm_starved_after_an_unlucky_start_makes_no_winner_on_corrected_estimates() -> None:
+    arms, p, y = _starved_units()
+    stats = [BinaryStats(int((arms == a).sum()), int(y[arms == a].sum())) for a in range(3)]
+    config = AnalysisConfig(draws=20_000)
+    pooled = analyze(["a", "b", "c"], stats, kind="bandit", control=None, expected_weights=None, config=config,
+                     rng=np.random.default_rng(0))
+    corrected = analyze(["a", "b", "c"], stats, kind="bandit", control=None, expected_weights=None, config=config,
+                        rng=np.random.default_rng(0), weighted=propensity_sums(arms, p, y, 3))
+    assert (pooled.verdict.status, pooled.verdict.winner) == ("winner", "a")
+    assert corrected.verdict.status == "keep_running"
+    assert corrected.arms[0].prob_best is not None and corrected.arms[0].prob_best < 0.8
+    # The starved arms' corrected intervals are wide: their late units weigh 50 each.
+    assert corrected.arms[1].ci_high - corrected.arms[1].ci_low > 2 * (pooled.arms[1].ci_high - pooled.arms[1].ci_low)
