@@ -1,5 +1,9 @@
 """Per-unit accounting: the randomisation unit is the analysis unit.
 
+Why this module is one piece (about 430 lines): the increments, the recount of one unit and the
+rebuild of a phase must stay the same accounting, term for term (a sum kept by increments must
+equal a recount); split, they would drift apart.
+
 Per-user experiments (`analysis.unit: user`): a unit's first exposure in the phase fixes its
 arm and the start of its conversion windows. Its later decisions in that arm count as decisions
 (what it cost), not as units; a decision in another arm marks it as seen in several arms. A
