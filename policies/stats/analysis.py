@@ -2,7 +2,7 @@
 
 `analyze` takes per-arm sufficient statistics and returns an `Analysis` whose `to_dict()` is
 the statistical part of the report JSON. Fields that do not apply are None, never invented.
-Why this module is one piece (about 540 lines): it is the one place where the tests, intervals,
+Why this module is one piece (about 630 lines): it is the one place where the tests, intervals,
 posteriors and plan of an experiment meet the verdict rules below; the pieces themselves live
 in their own modules, and splitting the assembly would scatter the rules across files.
 
