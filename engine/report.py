@@ -16,9 +16,10 @@ from engine.breakdown import breakdown_section
 from engine.events import utcnow
 from engine.guardrails import guardrail_designs, guardrail_results
 from engine.measures import MetricRole
-from engine.spec import ExperimentSpec, Kind, Metric
+from engine.spec import EpsilonGreedyPolicy, ExperimentSpec, Kind, Metric, ThompsonPolicy
 from engine.store import FrozenPlan, KeptVerdict, StoredExperiment, Tally
 from policies.stats.analysis import Analysis, AnalysisConfig, analyze, planned_n_per_arm
+from policies.stats.bandit_inference import PropensitySums
 from policies.stats.cuped import CovariateSums
 from policies.stats.freezing import awaiting_plan, disagrees, freeze_pending, is_final, observed_baseline
 from policies.stats.guardrails import GuardrailResult, bandit_guardrail_verdict, guardrail_verdict
@@ -78,7 +79,10 @@ def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None)
     rng = np.random.default_rng(seed)
     designs = guardrail_designs(spec, tally, costs)
     basis = planning_basis(engine, stored, tally, costs, designs)
-    sections = [_metric_section(spec, m, tally, costs, rng, *((designs, basis) if m is spec.primary else ()))
+    excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
+    positivity = propensity_floor(spec) and not excluded
+    sections = [_metric_section(spec, m, tally, costs, rng, *((designs, basis) if m is spec.primary else ()),
+                                positivity=positivity)
                 for m in spec.measures]
     primary = sections[0]
     _show_plan(primary, basis)
@@ -86,9 +90,9 @@ def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None)
     for section in sections:
         if section["role"] == MetricRole.GUARDRAIL.value:
             _attach_guardrails(section, [g for g in guards if g.metric == section["name"]])
-    excluded = {x.arm: x.reason for x in engine.store.exclusions(spec.key, spec.traffic.phase)}
     if excluded:
-        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), excluded, rng)
+        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), tally.propensity_sums(spec.primary),
+                               excluded, rng)
     channels = {a.key: a.channel.value for a in spec.arms}
     value_metric = next((m for m in spec.measures if m.revenue), None)
     for i, row in enumerate(primary["arms"]):
@@ -218,7 +222,8 @@ _METRIC_KEYS = (*_METRIC_FACTS, "arms", "test", "verdict", "cuped")
 
 
 def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats: Sequence[ArmStats],
-                           excluded: dict[str, str], rng: np.random.Generator) -> None:
+                           weighted: Sequence[PropensitySums] | None, excluded: dict[str, str],
+                           rng: np.random.Generator) -> None:
     """A bandit that took arms out of traffic can only ship one of the others: `prob_best`,
     `expected_loss` and the verdict are those of the arms still in traffic (null for the others)."""
     keep = [i for i, arm in enumerate(spec.arm_keys) if arm not in excluded]
@@ -227,7 +232,8 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
     arms = [spec.arm_keys[i] for i in keep]
     within = analyze(arms, [stats[i] for i in keep], kind=spec.kind.value,
                      control=spec.control if spec.control in arms else None, expected_weights=None,
-                     config=analysis_config(spec), rng=rng).to_dict()
+                     config=analysis_config(spec), rng=rng,
+                     weighted=None if weighted is None else [weighted[i] for i in keep]).to_dict()
     judged = {row["arm"]: row for row in within["arms"]}
     for row in primary["arms"]:
         for key in ("prob_best", "expected_loss"):
@@ -235,14 +241,32 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
     primary["verdict"] = within["verdict"]
 
 
+def propensity_floor(spec: ExperimentSpec) -> bool:
+    """Whether every unit of a bandit can get every arm with a propensity bounded away from 0, as
+    the Horvitz-Thompson SRM check needs (`policies.stats.bandit_inference`): a policy floor
+    (Thompson's `min_weight`, a constant epsilon) and no eligibility rule that masks arms."""
+    policy, rule = spec.policy, spec.eligibility
+    if spec.kind is not Kind.BANDIT or rule.channels_from is not None or rule.exclude_arms_from is not None:
+        return False
+    if isinstance(policy, ThompsonPolicy):
+        return policy.min_weight > 0
+    if isinstance(policy, EpsilonGreedyPolicy):
+        return policy.epsilon > 0 and policy.decay == 0
+    return False
+
+
 def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: Sequence[float],
                     rng: np.random.Generator, guardrails: tuple[GuardrailDesign, ...] = (),
-                    basis: Basis = Basis()) -> dict[str, Any]:
+                    basis: Basis = Basis(), *, positivity: bool = False) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict. With a
-    covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test."""
+    covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test.
+    A bandit's arms are read through their propensities (`Tally.propensity_sums`), and checked
+    for SRM with them when `positivity` (`propensity_floor`, no arm taken out)."""
     covariate = None if metric.role is MetricRole.GUARDRAIL else spec.analysis.covariate
     analysis = analyze_metric(spec, tally.stats(metric, costs), analysis_config(spec, metric, guardrails, basis), rng,
-                              covariates=None if covariate is None else tally.covariates(metric, costs)).to_dict()
+                              covariates=None if covariate is None else tally.covariates(metric, costs),
+                              weighted=tally.propensity_sums(metric) if spec.kind is Kind.BANDIT else None,
+                              propensity_srm=positivity).to_dict()
     if analysis["cuped"] is not None:
         analysis["cuped"] = {"covariate": covariate, **analysis["cuped"],
                              "units_with_covariate": sum(u.covariate_units for u in tally.units)}
@@ -255,12 +279,15 @@ def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: S
 
 
 def analyze_metric(spec: ExperimentSpec, stats: Sequence[ArmStats], config: AnalysisConfig,
-                   rng: np.random.Generator, covariates: Sequence[CovariateSums] | None = None) -> Analysis:
+                   rng: np.random.Generator, covariates: Sequence[CovariateSums] | None = None,
+                   weighted: Sequence[PropensitySums] | None = None, propensity_srm: bool = False) -> Analysis:
     """The report's analysis of one metric's per-arm stats; `crosspromo simulate --runs` reads its
-    verdict at every look (engine.simulation), so what the report feeds `analyze` is fed there too."""
+    verdict at every look (engine.simulation), so what the report feeds `analyze` is fed there too:
+    CUPED `covariates`, a bandit's propensity sums (`weighted`) and whether they may be checked
+    for SRM (`propensity_srm`, see `propensity_floor`)."""
     return analyze(spec.arm_keys, stats, kind=spec.kind.value, control=spec.control,
                    expected_weights=spec.weights if spec.kind is Kind.AB_TEST else None, config=config, rng=rng,
-                   covariates=covariates)
+                   covariates=covariates, weighted=weighted, propensity_srm=propensity_srm)
 
 
 def _economics(cost: float, tally: Tally, arm: int, value_metric: Metric | None) -> dict[str, float | None]:

@@ -6,7 +6,8 @@ halfway; `STEP:ARM=RATE,...` changes the named arms' rates from decision STEP on
 
 With `--runs`, many experiments of the declared design (split or policy and refresh cadence)
 are simulated and read at every look with the report's own analysis (`report.analyze_metric`
-with `report.analysis_config`), primary metric only: guardrails and costs have no declared truth.
+with `report.analysis_config`, a bandit's arms through the propensities of its decision log),
+primary metric only: guardrails and costs have no declared truth.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from policies.simulation.runs import (
     simulate_runs,
     summarise,
 )
+from policies.stats.bandit_inference import PropensitySums, propensity_sums
 from policies.stats.planning import plan_binary_sample_size, plan_mean_sample_size
 from policies.stats.verdicts import Verdict
 
@@ -204,17 +206,33 @@ def default_exposures(spec: ExperimentSpec, truth: Truth) -> int:
 
 def look_reader(spec: ExperimentSpec) -> Callable[[np.random.Generator], Reader]:
     """One run's reader: the report's verdict on the stats at a look (`report.analyze_metric` with
-    `report.analysis_config`, `SIMULATION_DRAWS` posterior draws)."""
-    from engine.report import analysis_config, analyze_metric
+    `report.analysis_config`, `SIMULATION_DRAWS` posterior draws). A bandit's look also gives it
+    the propensity sums of the run's decision log and whether they may be checked for SRM
+    (`report.propensity_floor`; no arm is taken out in a simulation), as the store's counters
+    give the report."""
+    from engine.report import analysis_config, analyze_metric, propensity_floor
 
     config = replace(analysis_config(spec), draws=SIMULATION_DRAWS)
+    positivity = propensity_floor(spec)
 
     def new_reader(rng: np.random.Generator) -> Reader:
         def read(look: Look) -> Verdict:
-            return analyze_metric(spec, look.stats, config, rng).verdict
+            return analyze_metric(spec, look.stats, config, rng, weighted=look_propensity_sums(spec, look),
+                                  propensity_srm=positivity).verdict
         return read
 
     return new_reader
+
+
+def look_propensity_sums(spec: ExperimentSpec, look: Look) -> tuple[PropensitySums, ...] | None:
+    """What `Tally.propensity_sums` gives the report for the look's units (each decision is a
+    unit here): None for an A/B test, a metric net of cost, or a log without propensities (a
+    policy refreshed at every decision, `runs.DecisionLog`), whose arms are then read on pooled
+    counts."""
+    log = look.log
+    if spec.kind is not Kind.BANDIT or spec.primary.net or log is None or log.propensities is None:
+        return None
+    return propensity_sums(log.arms, log.propensities, log.outcomes, len(spec.arms))
 
 
 def design_of(spec: ExperimentSpec) -> Design:

@@ -125,7 +125,8 @@ class QuarantineRow(SQLModel, table=True):
 
 class UnitRow(SQLModel, table=True):
     """An analysis unit of a per-user experiment: its first exposure in the phase fixed its arm
-    and the start of its conversion windows; `decisions` counts its decisions in that arm."""
+    and the start of its conversion windows; `decisions` counts its decisions in that arm;
+    `propensity` is that first decision's (None for an imported exposure that had none)."""
 
     __tablename__ = "units"
 
@@ -138,6 +139,7 @@ class UnitRow(SQLModel, table=True):
     several_arms: bool = False
     # The CUPED covariate in the context of the first exposure (None: not declared, or absent).
     covariate: float | None = None
+    propensity: float | None = None
 
 
 class UnitValueRow(SQLModel, table=True):
@@ -155,8 +157,10 @@ class UnitValueRow(SQLModel, table=True):
 
 
 class UnitStatsRow(SQLModel, table=True):
-    """Per arm: analysis units, their decisions (sum and sum of squares, for costs per unit) and
-    units also served another arm. Kept in step with `units` by increments."""
+    """Per arm: analysis units, their decisions (sum and sum of squares, for costs per unit),
+    units also served another arm, and over the units with a logged propensity p (`ipw_units`)
+    the sums of w = 1/p and w^2 (`policies.stats.bandit_inference`). Kept in step with `units`
+    by increments."""
 
     __tablename__ = "unit_stats"
 
@@ -168,17 +172,21 @@ class UnitStatsRow(SQLModel, table=True):
     decisions_sq: int = 0
     several_arms: int = 0
     # CUPED: units with a covariate value, and over all units (x = 0 without one) the sums of
-    # x, x^2 and x times decisions (for metrics net of cost). Defaults on the server only, so
-    # writes that do not name them (the recount of revision 0002) run on older schemas too.
+    # x, x^2 and x times decisions (for metrics net of cost). Defaults on the server: a write
+    # names them only when they change (`Increments` optional counters).
     covariate_units: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     covariate_total: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
     covariate_total_sq: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
     covariate_decisions: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
+    ipw_units: int = 0
+    weight: float = 0.0
+    weight_sq: float = 0.0
 
 
 class MetricStatsRow(SQLModel, table=True):
     """Per metric and arm: converted units and the sums of unit values (and of value times
-    decisions, for net value). Kept in step with `unit_values` by increments."""
+    decisions, for net value), and over the units with a propensity the sums of w Y, w^2 Y and
+    w^2 Y^2 (w = 1/p). Kept in step with `unit_values` by increments."""
 
     __tablename__ = "metric_stats"
 
@@ -192,6 +200,9 @@ class MetricStatsRow(SQLModel, table=True):
     total_decisions: float = 0.0
     # CUPED: sum over units of covariate x value (server default: see unit_stats).
     covariate_cross: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
+    weight_y: float = 0.0
+    weight_sq_y: float = 0.0
+    weight_sq_y_sq: float = 0.0
 
 
 class ArmExclusionRow(SQLModel, table=True):

@@ -31,6 +31,12 @@ Adding a revision (a table, column or key in `engine/tables.py`), from the repos
    PostgreSQL too): it fails while the revisions do not build exactly `engine/tables.py`, and it
    upgrades stores of earlier releases (their frozen DDL, tests/engine/migrations_legacy/).
 
+A revision that changes what the per-unit sums hold (a column of `units`, `unit_stats` or
+`metric_stats`) calls `ask_for_recount(op.get_bind())` rather than recounting itself: the
+recount (`recount_all`) runs once, after the last revision, when the upgrade reaches head, so it
+writes the head's columns with the head's code (a recount inside an older revision would write
+columns that revision does not have yet).
+
 When a release ships, freeze its schema for those tests:
 `python -m tests.engine.migrations_legacy.freeze COMMIT NAME`, and add NAME to their RELEASES.
 
@@ -192,6 +198,35 @@ def upgrade_sql(sa: SAEngine, url: str) -> str:
     with _ALEMBIC:
         command.upgrade(config, f"{state.revision}:head" if state.revision else "head", sql=True)
     return buffer.getvalue()
+
+
+_RECOUNT = "crosspromo_recount"
+
+
+def ask_for_recount(conn: Connection) -> None:
+    """Have every phase of every experiment recounted once the running upgrade reaches head."""
+    conn.info[_RECOUNT] = True
+
+
+def recount_if_asked(conn: Connection, revision: str | None) -> None:
+    """Run the recount a revision asked for, if the store is now at head (env.py calls this
+    after the revisions ran, in their transaction)."""
+    if revision == HEAD and conn.info.pop(_RECOUNT, False):
+        recount_all(conn)
+
+
+def recount_all(conn: Connection) -> None:
+    """Recount the per-unit state and sums of every phase of every experiment from the raw rows
+    (`engine.store.ledger.rebuild`)."""
+    from engine.store.experiments import parse_spec
+    from engine.store.ledger import rebuild
+
+    for (spec_json,) in conn.execute(text("SELECT spec_json FROM experiments ORDER BY key")).all():
+        spec = parse_spec(spec_json)
+        phases = conn.execute(text("SELECT DISTINCT phase FROM decisions WHERE experiment = :k ORDER BY phase"),
+                              {"k": spec.key}).scalars().all()
+        for phase in phases:
+            rebuild(conn, spec, phase)
 
 
 def newer_store_error(state: SchemaState, url: str) -> StoreError:

@@ -22,6 +22,7 @@ from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 import engine.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from engine.migrations import recount_if_asked
 
 config = context.config
 
@@ -77,6 +78,7 @@ def run_online() -> None:
         context.configure(connection=connection, **OPTIONS)
         with context.begin_transaction():  # nothing to begin inside the caller's open transaction
             context.run_migrations()
+            recount_if_asked(connection, context.get_context().get_current_revision())
 
 
 if context.is_offline_mode():

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 from engine.db import insert_if_absent
 from engine.spec import Metric
 from engine.tables import ARM_STATS, METRIC_STATS, UNIT_STATS
+from policies.stats.bandit_inference import PropensitySums
 from policies.stats.cuped import CovariateSums
 from policies.sufficient import ArmStats, BinaryStats, MeanStats, net_of_cost
 
@@ -58,8 +59,7 @@ class Increments:
     the per-unit tables' rows appear with their first unit).
 
     `optional` counters (defaults on the server) are named in a statement only when they
-    change, so a store whose schema predates them (the recount of an earlier revision) is
-    written without them."""
+    change."""
 
     def __init__(self, table: Table, keys: Sequence[str], counters: Sequence[str],
                  optional: Sequence[str] = ()) -> None:
@@ -129,17 +129,24 @@ class UnitAggregate:
     covariate_total: float = 0.0
     covariate_total_sq: float = 0.0
     covariate_decisions: float = 0.0
+    ipw_units: int = 0
+    weight: float = 0.0
+    weight_sq: float = 0.0
 
 
 @dataclass(frozen=True)
 class MetricAggregate:
-    """An arm's sums of one metric over its units: converted units, values, squares, values x decisions."""
+    """An arm's sums of one metric over its units: converted units, values, squares, values x
+    decisions, and the propensity-weighted sums w Y, w^2 Y, w^2 Y^2."""
 
     conversions: int = 0
     total: float = 0.0
     total_sq: float = 0.0
     total_decisions: float = 0.0
     covariate_cross: float = 0.0
+    weight_y: float = 0.0
+    weight_sq_y: float = 0.0
+    weight_sq_y_sq: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,16 @@ class Tally:
 
     def metric(self, name: str) -> tuple[MetricAggregate, ...]:
         return self.metrics.get(name) or tuple(MetricAggregate() for _ in self.arms)
+
+    def propensity_sums(self, metric: Metric) -> tuple[PropensitySums, ...] | None:
+        """Each arm's propensity sums of `metric` (the corrected bandit estimates), None when
+        some unit has no propensity or the metric is net of cost (its sums are not kept)."""
+        if metric.net or any(u.ipw_units != u.units for u in self.units):
+            return None
+        # Sums kept by differences can sit a rounding error below 0.
+        return tuple(PropensitySums(u.ipw_units, max(u.weight, 0.0), max(u.weight_sq, 0.0), m.weight_y, m.weight_sq_y,
+                                    max(m.weight_sq_y_sq, 0.0))
+                     for u, m in zip(self.units, self.metric(metric.name), strict=True))
 
     def stats(self, metric: Metric, costs: Sequence[float]) -> list[ArmStats]:
         """The metric's sufficient statistics per arm; net of `costs` (per decision) when it says `net`."""
@@ -186,16 +203,17 @@ def read_tally(conn: Connection, key: str, phase: int, arms: Sequence[str]) -> T
     index = {a: i for i, a in enumerate(arms)}
     units = [UnitAggregate()] * len(arms)
     u = UNIT_STATS.c
-    for arm, *counts in conn.execute(
+    for arm, *sums in conn.execute(
             select(u.arm, u.units, u.decisions, u.decisions_sq, u.several_arms, u.covariate_units, u.covariate_total,
-                   u.covariate_total_sq, u.covariate_decisions)
+                   u.covariate_total_sq, u.covariate_decisions, u.ipw_units, u.weight, u.weight_sq)
             .where(u.experiment == key, u.phase == phase)):
         if arm in index:
-            units[index[arm]] = UnitAggregate(*counts)
+            units[index[arm]] = UnitAggregate(*sums)
     metrics: dict[str, list[MetricAggregate]] = {}
     m = METRIC_STATS.c
     for name, arm, *sums in conn.execute(
-            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions, m.covariate_cross)
+            select(m.metric, m.arm, m.conversions, m.total, m.total_sq, m.total_decisions, m.covariate_cross,
+                   m.weight_y, m.weight_sq_y, m.weight_sq_y_sq)
             .where(m.experiment == key, m.phase == phase)):
         if arm in index:
             metrics.setdefault(name, [MetricAggregate()] * len(arms))[index[arm]] = MetricAggregate(*sums)

@@ -25,7 +25,7 @@ from engine.store.ledger import Ledger, unit_covariate
 from engine.tables import ASSIGNMENTS, DECISIONS
 
 _DECISION_STATE = tuple(DECISIONS.c[c] for c in ("decision_id", "experiment", "phase", "arm", "converted", "value",
-                                                  "unit", "ts"))
+                                                  "unit", "ts", "propensity"))
 
 _ASSIGNMENT = select(ASSIGNMENTS.c.arm, ASSIGNMENTS.c.propensity).where(
     ASSIGNMENTS.c.experiment == bindparam("experiment"), ASSIGNMENTS.c.phase == bindparam("phase"),
@@ -112,10 +112,11 @@ def insert_exposures(conn: Connection, exposures: Sequence[Exposure]) -> int:
     deltas.apply(conn)
     ledger = Ledger(conn)
     specs = specs_of_versions(conn, zip(c["experiment"], c["version"], strict=True))
-    for key, version, phase, unit, arm, ts, context_json in zip(
-            c["experiment"], c["version"], c["phase"], c["unit"], c["arm"], c["ts"], c["context_json"], strict=True):
+    for key, version, phase, unit, arm, ts, propensity, context_json in zip(
+            c["experiment"], c["version"], c["phase"], c["unit"], c["arm"], c["ts"], c["propensity"],
+            c["context_json"], strict=True):
         if (spec := specs.get((key, version))) is not None:
-            ledger.expose(spec, phase, unit, arm, ts, unit_covariate(spec, context_json))
+            ledger.expose(spec, phase, unit, arm, ts, propensity, unit_covariate(spec, context_json))
     ledger.settle()
     return len(new)
 

@@ -1,7 +1,8 @@
 """Per-unit accounting: the randomisation unit is the analysis unit.
 
-Why this module is one piece (about 440 lines): every sum a unit takes part in moves in the
-same few places (first exposure, conversion, recount), and those must change together.
+Why this module is one piece (about 480 lines): every sum a unit takes part in moves in the
+same few places (first exposure, conversion, recount, rebuild), and those must change together,
+term for term (a sum kept by increments must equal a recount); split, they would drift apart.
 
 Per-user experiments (`analysis.unit: user`): a unit's first exposure in the phase fixes its
 arm and the start of its conversion windows. Its later decisions in that arm count as decisions
@@ -20,6 +21,12 @@ CUPED (`analysis.covariate`): a unit's covariate x is read from the context of i
 exposure and kept on its row; the per-arm sums of x, x^2 and x times decisions (`unit_stats`)
 and of x times each metric's value (`metric_stats.covariate_cross`) move with the unit as the
 other sums do. A unit without a value counts with x = 0 and is not in `covariate_units`.
+
+Bandit arms are also read through the units' propensities (`policies.stats.bandit_inference`):
+a unit's propensity is that of its first decision (per-decision units: their own), kept on its
+`units` row, and the sums of w = 1/p, w^2 (`unit_stats`) and w Y, w^2 Y, w^2 Y^2 (`metric_stats`)
+follow the unit's value by the same differences. A unit without a propensity (an imported
+exposure) is left out of them, and `ipw_units` tells the report so.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from engine.db import bulk_insert, member_of
 from engine.spec import AnalysisUnit, ExperimentSpec
 from engine.store.aggregates import Increments
 from engine.tables import DECISIONS, EVENTS, METRIC_STATS, UNIT_STATS, UNIT_VALUES, UNITS
+from policies.stats.bandit_inference import propensity_increments
 
 UnitKey = tuple[str, int, str]  # experiment, phase, unit
 ValueKey = tuple[str, int, str, str]  # experiment, phase, metric, unit
@@ -55,6 +63,8 @@ class Conversion(NamedTuple):
     metric: str
     value: float | None
     ts: datetime
+    propensity: float | None = None
+    """The decision's (what a per-decision unit is weighted by)."""
 
 
 @dataclass
@@ -66,6 +76,7 @@ class _Unit:
     stored: bool = True
     changed: bool = False
     covariate: float | None = None
+    propensity: float | None = None
 
     def covariate_sums(self, sign: int) -> dict[str, float]:
         """The unit's part of the arm's covariate sums (`unit_stats`), times `sign`."""
@@ -109,6 +120,22 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return (_naive(later) - _naive(earlier)).total_seconds()
 
 
+def _unit_weights(propensity: float | None, sign: int = 1) -> dict[str, float]:
+    """A unit's `unit_stats` increments of the propensity sums (none without a usable propensity)."""
+    if propensity is None or not propensity > 0:
+        return {}
+    w = 1.0 / propensity
+    return {"ipw_units": sign, "weight": sign * w, "weight_sq": sign * w * w}
+
+
+def _value_weights(propensity: float | None, before: float, after: float) -> dict[str, float]:
+    """`metric_stats` increments of the propensity sums when a unit's value goes from `before` to `after`."""
+    if propensity is None or not propensity > 0:
+        return {}
+    new, old = propensity_increments(propensity, after), propensity_increments(propensity, before)
+    return {k: new[k] - old[k] for k in ("weight_y", "weight_sq_y", "weight_sq_y_sq")}
+
+
 def _naive(ts: datetime) -> datetime:
     """UTC without tzinfo: SQLite gives stored times back naive, events arrive aware."""
     return ts.replace(tzinfo=None)
@@ -117,7 +144,7 @@ def _naive(ts: datetime) -> datetime:
 @lru_cache(maxsize=4)
 def _units_in(dialect: str) -> Select[Any]:
     u = UNITS.c
-    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms, u.covariate)
+    return (select(u.unit, u.arm, u.first_ts, u.decisions, u.several_arms, u.covariate, u.propensity)
             .where(u.experiment == bindparam("experiment"), u.phase == bindparam("phase"),
                    member_of(u.unit, "units", dialect))
             .order_by(u.unit).with_for_update())
@@ -135,7 +162,8 @@ _UPDATE_UNIT = (
     update(UNITS).where(UNITS.c.experiment == bindparam("k_experiment"), UNITS.c.phase == bindparam("k_phase"),
                         UNITS.c.unit == bindparam("k_unit"))
     .values(arm=bindparam("arm"), first_ts=bindparam("first_ts"), decisions=bindparam("decisions"),
-            several_arms=bindparam("several_arms"), covariate=bindparam("covariate"))
+            several_arms=bindparam("several_arms"), covariate=bindparam("covariate"),
+            propensity=bindparam("propensity"))
 )
 _UPDATE_VALUE = (
     update(UNIT_VALUES).where(
@@ -145,22 +173,15 @@ _UPDATE_VALUE = (
 )
 
 
-_UNIT_COLUMNS = ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms", "covariate")
+_UNIT_COLUMNS = ("experiment", "phase", "unit", "arm", "first_ts", "decisions", "several_arms", "covariate",
+                 "propensity")
 _UNIT_COVARIATE_SUMS = ("covariate_units", "covariate_total", "covariate_total_sq", "covariate_decisions")
-
-
-def _insert_units(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert `units` rows (`_UNIT_COLUMNS`); the covariate column only when a row has one, so
-    the recount of an earlier revision runs on a schema without it."""
-    if any(r[-1] is not None for r in rows):
-        bulk_insert(conn, UNITS, _UNIT_COLUMNS, rows)
-    else:
-        bulk_insert(conn, UNITS, _UNIT_COLUMNS[:-1], [r[:-1] for r in rows])
 
 
 def _unit_update(experiment: str, phase: int, unit: str, s: _Unit) -> dict[str, Any]:
     return {"k_experiment": experiment, "k_phase": phase, "k_unit": unit, "arm": s.arm, "first_ts": s.first_ts,
-            "decisions": s.decisions, "several_arms": s.several_arms, "covariate": s.covariate}
+            "decisions": s.decisions, "several_arms": s.several_arms, "covariate": s.covariate,
+            "propensity": s.propensity}
 
 
 class Ledger:
@@ -168,22 +189,25 @@ class Ledger:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime, float | None]] = []
+        self._exposures: list[tuple[ExperimentSpec, int, str, str, datetime, float | None, float | None]] = []
         self._conversions: list[Conversion] = []
         self._specs: dict[str, ExperimentSpec] = {}
         self.unit_stats = Increments(UNIT_STATS, ("experiment", "phase", "arm"),
-                                     ("units", "decisions", "decisions_sq", "several_arms"), _UNIT_COVARIATE_SUMS)
+                                     ("units", "decisions", "decisions_sq", "several_arms", "ipw_units", "weight",
+                                      "weight_sq"), _UNIT_COVARIATE_SUMS)
         self.metric_stats = Increments(METRIC_STATS, ("experiment", "phase", "metric", "arm"),
-                                       ("conversions", "total", "total_sq", "total_decisions"), ("covariate_cross",))
+                                       ("conversions", "total", "total_sq", "total_decisions", "weight_y",
+                                        "weight_sq_y", "weight_sq_y_sq"), ("covariate_cross",))
 
     def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime,
-               covariate: float | None = None) -> None:
+               propensity: float | None, covariate: float | None = None) -> None:
         """A newly logged decision (never one logged before: callers pass only new rows), with
-        the covariate of its context (`unit_covariate`)."""
+        its logged propensity and the covariate of its context (`unit_covariate`)."""
         if per_user(spec):
-            self._exposures.append((spec, phase, unit, arm, ts, covariate))
+            self._exposures.append((spec, phase, unit, arm, ts, propensity, covariate))
         else:
-            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1)
+            self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                **_unit_weights(propensity))
 
     def convert(self, conversion: Conversion) -> None:
         self._conversions.append(conversion)
@@ -194,8 +218,8 @@ class Ledger:
         units = self._read_units()
         values = self._read_values(units)
         recount: set[UnitKey] = set()
-        for spec, phase, unit, arm, ts, covariate in sorted(self._exposures, key=lambda e: _naive(e[4])):
-            self._expose(units, values, recount, spec, phase, unit, arm, ts, covariate)
+        for spec, phase, unit, arm, ts, propensity, covariate in sorted(self._exposures, key=lambda e: _naive(e[4])):
+            self._expose(units, values, recount, spec, phase, unit, arm, ts, propensity, covariate)
         for c in self._conversions:
             self._convert(units, values, recount, c)
         self._write_units(units)
@@ -225,8 +249,9 @@ class Ledger:
                 continue
             rows = self.conn.execute(_units_in(self.conn.dialect.name),
                                      {"experiment": key, "phase": phase, "units": sorted(names)})
-            for unit, arm, first_ts, decisions, several, covariate in rows:
-                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several), covariate=covariate)
+            for unit, arm, first_ts, decisions, several, covariate, propensity in rows:
+                states[(key, phase, unit)] = _Unit(arm, first_ts, decisions, bool(several), covariate=covariate,
+                                                   propensity=propensity)
         return states
 
     def _read_values(self, units: dict[UnitKey, _Unit]) -> dict[ValueKey, _Value]:
@@ -241,15 +266,17 @@ class Ledger:
     # -- applying --------------------------------------------------------------------
 
     def _expose(self, units: dict[UnitKey, _Unit], values: dict[ValueKey, _Value], recount: set[UnitKey],
-                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime, covariate: float | None) -> None:
+                spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime, propensity: float | None,
+                covariate: float | None) -> None:
         key = (spec.key, phase, unit)
         state = units.get(key)
         if key in recount:
             return
         if state is None:
-            units[key] = fresh = _Unit(arm, ts, 1, False, stored=False, changed=True, covariate=covariate)
+            units[key] = fresh = _Unit(arm, ts, 1, False, stored=False, changed=True, covariate=covariate,
+                                       propensity=propensity)
             self.unit_stats.add((spec.key, phase, arm), units=1, decisions=1, decisions_sq=1,
-                                **fresh.covariate_sums(1))
+                                **fresh.covariate_sums(1), **_unit_weights(propensity))
         elif _naive(ts) < _naive(state.first_ts) or (_naive(ts) == _naive(state.first_ts) and arm != state.arm):
             # An earlier first exposure, or one at the same instant in another arm (the recount breaks
             # the tie by decision id, whatever the arrival order): arm and windows may change.
@@ -276,8 +303,10 @@ class Ledger:
                 recount.add(key)  # no state yet (rows logged before per-unit accounting): recount
                 return
             arm, start, decisions, unit, x = state.arm, state.first_ts, state.decisions, c.unit, state.covariate or 0.0
+            propensity = state.propensity
         else:
             arm, start, decisions, unit, x = c.arm, c.decision_ts, 1, c.decision_id, 0.0
+            propensity = c.propensity
         metric = spec.measure(c.metric)
         assert metric is not None
         elapsed = _seconds(c.ts, start)
@@ -289,15 +318,15 @@ class Ledger:
         self.metric_stats.add((spec.key, c.phase, metric.name, arm), conversions=0 if v.converted else 1,
                               total=after - before, total_sq=after * after - before * before,
                               total_decisions=(after - before) * decisions if metric.net else 0.0,
-                              covariate_cross=x * (after - before))
+                              covariate_cross=x * (after - before), **_value_weights(propensity, before, after))
         v.converted, v.value, v.changed = True, after, True
 
     # -- writing ---------------------------------------------------------------------
 
     def _write_units(self, units: dict[UnitKey, _Unit]) -> None:
-        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms, s.covariate)
+        new = [(k, p, u, s.arm, s.first_ts, s.decisions, s.several_arms, s.covariate, s.propensity)
                for (k, p, u), s in sorted(units.items()) if not s.stored]
-        _insert_units(self.conn, new)
+        bulk_insert(self.conn, UNITS, _UNIT_COLUMNS, new)
         changed = [_unit_update(k, p, u, s) for (k, p, u), s in sorted(units.items()) if s.stored and s.changed]
         if changed:
             self.conn.execute(_UPDATE_UNIT, changed)
@@ -334,8 +363,9 @@ class Ledger:
             return
         state, new_values = fresh
         if old is None:
-            _insert_units(self.conn, [(experiment, phase, unit, state.arm, state.first_ts, state.decisions,
-                                       state.several_arms, state.covariate)])
+            bulk_insert(self.conn, UNITS, _UNIT_COLUMNS, [(experiment, phase, unit, state.arm, state.first_ts,
+                                                           state.decisions, state.several_arms, state.covariate,
+                                                           state.propensity)])
         else:
             self.conn.execute(_UPDATE_UNIT, [_unit_update(experiment, phase, unit, state)])
         bulk_insert(self.conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"),
@@ -346,15 +376,18 @@ class Ledger:
                     sign: int) -> None:
         k = state.decisions
         self.unit_stats.add((spec.key, phase, state.arm), units=sign, decisions=sign * k, decisions_sq=sign * k * k,
-                            several_arms=sign * int(state.several_arms), **state.covariate_sums(sign))
+                            several_arms=sign * int(state.several_arms), **state.covariate_sums(sign),
+                            **_unit_weights(state.propensity, sign))
         x = state.covariate or 0.0
         for m in spec.measures:
             v = unit_values.get(m.name)
             if v is not None:
+                weights = _value_weights(state.propensity, 0.0, v.value)
                 self.metric_stats.add((spec.key, phase, m.name, state.arm), conversions=sign * int(v.converted),
                                       total=sign * v.value, total_sq=sign * v.value * v.value,
                                       total_decisions=sign * v.value * k if m.net else 0.0,
-                                      covariate_cross=sign * x * v.value)
+                                      covariate_cross=sign * x * v.value,
+                                      **{name: sign * d for name, d in weights.items()})
 
 
 def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
@@ -362,7 +395,8 @@ def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
     """A per-user unit's state and values from its raw rows, None if it has no decision in the phase."""
     d = DECISIONS.c
     decisions = conn.execute(
-        select(d.arm, d.ts, d.context_json).where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
+        select(d.arm, d.ts, d.context_json, d.propensity)
+        .where(d.experiment == spec.key, d.phase == phase, d.unit == unit)
         .order_by(d.ts, d.decision_id)).all()
     if not decisions:
         return None
@@ -374,11 +408,11 @@ def recount_unit(conn: Connection, spec: ExperimentSpec, phase: int,
 
 
 def _first_exposure(spec: ExperimentSpec, decisions: Sequence[Sequence[Any]]) -> _Unit:
-    """A unit's state from its (arm, ts, context_json) decisions, oldest first: the first one
-    fixes its arm, start and covariate."""
-    arm, start, context_json = decisions[0]
+    """A unit's state from its (arm, ts, context_json, propensity) decisions, oldest first: the
+    first one fixes its arm, start, covariate and propensity."""
+    arm, start, context_json, propensity = decisions[0]
     return _Unit(arm, start, sum(1 for a, *_ in decisions if a == arm), any(a != arm for a, *_ in decisions),
-                 covariate=unit_covariate(spec, context_json))
+                 covariate=unit_covariate(spec, context_json), propensity=propensity)
 
 
 def count_values(spec: ExperimentSpec, start: datetime,
@@ -408,36 +442,39 @@ def rebuild(conn: Connection, spec: ExperimentSpec, phase: int) -> None:
         conn.execute(delete(table).where(table.c.experiment == key, table.c.phase == phase))
     ledger = Ledger(conn)
     d, e = DECISIONS.c, EVENTS.c
-    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value, d.context_json)
+    decisions = conn.execute(select(d.decision_id, d.unit, d.arm, d.ts, d.converted, d.value, d.context_json,
+                                    d.propensity)
                              .where(d.experiment == key, d.phase == phase).order_by(d.unit, d.ts, d.decision_id))
     if not per_user(spec):
         # Each decision is a unit; its primary outcome is the one intake attributed to it.
         primary = spec.primary.name
         values = []
-        for decision_id, _, arm, _, converted, value, _ in decisions:
-            ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1)
+        for decision_id, _, arm, _, converted, value, _, propensity in decisions:
+            ledger.unit_stats.add((key, phase, arm), units=1, decisions=1, decisions_sq=1,
+                                  **_unit_weights(propensity))
             if converted:
                 values.append((key, phase, primary, decision_id, True, value))
                 ledger.metric_stats.add((key, phase, primary, arm), conversions=1, total=value, total_sq=value * value,
-                                        total_decisions=value if spec.primary.net else 0.0)
+                                        total_decisions=value if spec.primary.net else 0.0,
+                                        **_value_weights(propensity, 0.0, value))
         bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
     else:
         events: dict[str, list[tuple[Any, Any, Any]]] = {}
         for unit, metric, value, ts in conn.execute(select(e.unit, e.metric, e.value, e.ts).where(
                 e.experiment == key, e.phase == phase, e.type == "conversion")):
             events.setdefault(unit, []).append((metric, value, ts))
-        by_unit: dict[str, list[tuple[str, datetime, str | None]]] = {}
-        for _, unit, arm, ts, _, _, context_json in decisions:
-            by_unit.setdefault(unit, []).append((arm, ts, context_json))
+        by_unit: dict[str, list[tuple[str, datetime, str | None, float | None]]] = {}
+        for _, unit, arm, ts, _, _, context_json, propensity in decisions:
+            by_unit.setdefault(unit, []).append((arm, ts, context_json, propensity))
         units, values = [], []
         for unit, rows in by_unit.items():
             state = _first_exposure(spec, rows)
             counted = count_values(spec, state.first_ts, events.get(unit, ()))
             units.append((key, phase, unit, state.arm, state.first_ts, state.decisions, state.several_arms,
-                          state.covariate))
+                          state.covariate, state.propensity))
             values += [(key, phase, m, unit, v.converted, v.value) for m, v in counted.items()]
             ledger._contribute(spec, phase, state, dict(counted), sign=1)
-        _insert_units(conn, units)
+        bulk_insert(conn, UNITS, _UNIT_COLUMNS, units)
         bulk_insert(conn, UNIT_VALUES, ("experiment", "phase", "metric", "unit", "converted", "value"), values)
     ledger.unit_stats.apply(conn)
     ledger.metric_stats.apply(conn)

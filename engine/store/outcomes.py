@@ -208,7 +208,7 @@ class EventBatch:
         self.decisions[decision_id] = row
         self.latest[(exp.spec.key, row["unit"])] = row
         self.deltas.add(exp.spec.key, exp.phase, arm.key, exposures=1)
-        self.ledger.expose(exp.spec, exp.phase, row["unit"], arm.key, row["ts"])
+        self.ledger.expose(exp.spec, exp.phase, row["unit"], arm.key, row["ts"], None)  # no propensity logged
         return row["unit"]
 
     def _conversion(self, ev: Event, exp: StoredExperiment) -> tuple[str, int, str]:
@@ -219,7 +219,7 @@ class EventBatch:
         # Counted in the decision's own phase: the caller's snapshot may be behind a phase change.
         phase, ts = decision["phase"], ev.ts or self.now
         self.ledger.convert(Conversion(exp.spec, phase, decision["unit"], decision["decision_id"], decision["ts"],
-                                       decision["arm"], metric.name, ev.value, ts))
+                                       decision["arm"], metric.name, ev.value, ts, decision["propensity"]))
         if metric is exp.spec.primary:  # the decision log carries the primary outcome (OPE, targeting)
             before = decision["value"]
             after = before + (ev.value or 0.0) if metric.revenue else 1.0

@@ -4,12 +4,14 @@ Binary metrics: conjugate Beta(prior_alpha + successes, prior_beta + failures) p
 means and equal-tailed credible intervals are exact (`scipy.stats.beta`). Revenue metrics: the
 normal approximation N(mean, s^2 / n) per arm (flat prior).
 
-`prob_best` of Beta posteriors is exact (the quadrature of `policies.bandits.thompson.prob_best`,
-absolute error about 1e-11): the bandit verdict compares it with a threshold, and Monte Carlo
-noise there would make verdicts depend on the draws. Revenue `prob_best`, `prob_beat_control`,
-`expected_loss` and the lift interval are Monte Carlo estimates from joint posterior draws
-(`draws` per arm, from the caller's Generator; the standard error of a probability is at most
-0.5 / sqrt(draws), 0.0035 at 20,000 draws).
+`prob_best` of Beta posteriors (these, and the effective-count Betas of the weight-corrected
+bandit estimates, `policies.stats.bandit_inference`) is exact (the quadrature of
+`policies.bandits.thompson.prob_best`, absolute error about 1e-11): the bandit verdict
+compares it with a threshold, and Monte Carlo noise there would make verdicts depend on the
+draws. Revenue `prob_best`, `prob_beat_control`, `expected_loss` and the lift interval are
+Monte Carlo estimates from joint posterior draws (`draws` per arm, from the caller's
+Generator; the standard error of a probability is at most 0.5 / sqrt(draws), 0.0035 at 20,000
+draws).
 `expected_loss` is E[max_j theta_j - theta_i]: what choosing arm i is expected to cost, in
 the metric's units, against the best arm — GrowthBook's "risk" (Stucchio 2015, "Bayesian A/B
 Testing at VWO"), generalised from two arms to k. Ties between draws are shared equally, so
@@ -26,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from policies.bandits.arm_stats import arm_sums
-from policies.bandits.thompson import BetaPrior
+from policies.bandits.thompson import BetaPosterior, BetaPrior
 from policies.bandits.thompson import prob_best as exact_prob_best
 from policies.stats.effects import Interval, mean_effect
 from policies.sufficient import ArmStats, BinaryStats
@@ -98,15 +100,25 @@ def posterior_summaries(
     if control_index is not None and not 0 <= control_index < len(stats):
         raise ValueError(f"control_index {control_index} is out of range")
     samples, intervals = _posterior_draws_and_intervals(stats, alpha, prior_alpha, prior_beta, rng, draws)
-    best = samples.max(axis=1, keepdims=True)
-    is_best = samples == best
+    beta = None
     if all(isinstance(s, BinaryStats) for s in stats):
-        prob_best = exact_prob_best(BetaPrior(prior_alpha, prior_beta).posterior(*arm_sums(stats, "binary")))
+        beta = BetaPrior(prior_alpha, prior_beta).posterior(*arm_sums(stats, "binary"))
+    return summaries_from_draws(samples, intervals, control_index, alpha, beta)
+
+
+def summaries_from_draws(samples: NDArray[np.float64], intervals: Sequence[Interval], control_index: int | None,
+                         alpha: float, beta: BetaPosterior | None = None) -> tuple[ArmPosterior, ...]:
+    """Decision quantities from (draws x arms) joint posterior samples and each arm's interval;
+    `prob_best` exact from `beta` when the posteriors are these Betas (module doc)."""
+    best = samples.max(axis=1, keepdims=True)
+    if beta is not None:
+        prob_best = exact_prob_best(beta)
     else:
+        is_best = samples == best
         prob_best = (is_best / is_best.sum(axis=1, keepdims=True)).mean(axis=0)
     expected_loss = (best - samples).mean(axis=0)
-    beat: list[float | None] = [None] * len(stats)
-    lifts: list[Interval | None] = [None] * len(stats)
+    beat: list[float | None] = [None] * samples.shape[1]
+    lifts: list[Interval | None] = [None] * samples.shape[1]
     if control_index is not None:
         control = samples[:, control_index : control_index + 1]
         wins = (samples > control) + 0.5 * (samples == control)

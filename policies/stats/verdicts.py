@@ -121,7 +121,12 @@ def bandit_verdict(
     prob_best_threshold: float,
     min_sample_per_arm: int,
 ) -> Verdict:
-    """Rules 3-4 for a bandit without SRM: a confident best arm and enough data in every arm."""
+    """Rules 3-4 for a bandit without SRM: a confident best arm and enough data in every arm.
+
+    `prob_best` must come from the weight-corrected estimates when the units' propensities are
+    known (`policies.stats.bandit_inference`): on pooled counts an arm the bandit starved after
+    an unlucky start keeps its low mean, and the leader's prob_best is overstated.
+    """
     best = max(range(len(arms)), key=lambda i: prob_best[i])
     prob = prob_best[best]
     if prob < prob_best_threshold:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.loader import parse_spec
-from engine.simulation import default_exposures
+from engine.simulation import default_exposures, design_of, look_propensity_sums, look_reader
 from policies.simulation.bandits import Truth
+from policies.simulation.runs import DecisionLog, Look, Reader, RunPlan, simulate_runs
+from policies.stats.bandit_inference import propensity_sums
+from policies.stats.verdicts import Verdict
+from policies.sufficient import BinaryStats
 from tests.samples import AB_YAML, BANDIT_YAML, REVENUE_YAML, write_yaml
 
 runner = CliRunner()
@@ -96,3 +102,58 @@ def test_revenue_ab_test_and_text_table(workdir: Path) -> None:
 def test_an_ab_test_without_runs_is_refused_with_the_hint(workdir: Path) -> None:
     result = runner.invoke(app, ["simulate", "landing", "--truth", "control=0.05", "--truth", "curated=0.05"])
     assert result.exit_code == 1 and "--runs" in result.output
+
+
+# A floored Thompson bandit without an eligibility rule: its propensities may be checked for SRM.
+OPEN_FLOORED = FLOORED.replace("eligibility: {channels_from: opted_in}\n", "")
+
+
+def test_a_bandit_look_feeds_the_report_analysis_its_propensity_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.report
+
+    spec = parse_spec(OPEN_FLOORED)
+    calls: list[tuple[Look, dict[str, Any]]] = []
+    seen: list[Look] = []
+
+    def recording_reader(rng: np.random.Generator) -> Reader:
+        read = look_reader(spec)(rng)
+
+        def reader(look: Look) -> Verdict:
+            seen.append(look)
+            return read(look)
+        return reader
+
+    def analyze_metric(*args: Any, **kwargs: Any) -> Any:
+        calls.append((seen[-1], kwargs))
+        return real(*args, **kwargs)
+
+    real = engine.report.analyze_metric
+    monkeypatch.setattr(engine.report, "analyze_metric", analyze_metric)
+    runs, exposures = 20, 2000
+    simulate_runs(spec.arm_keys, design_of(spec), Truth((0.05, 0.05, 0.05)), RunPlan(runs, exposures, exposures),
+                  recording_reader, np.random.default_rng(3))
+    assert len(calls) == runs
+    weights = []
+    for look, kwargs in calls:
+        log = look.log
+        assert log is not None and log.propensities is not None
+        expected = propensity_sums(log.arms, log.propensities, log.outcomes, 3)
+        assert kwargs["weighted"] == expected and kwargs["propensity_srm"] is True
+        assert [s.units for s in expected] == [s.n for s in look.stats]
+        weights.append([s.weight / exposures for s in expected])
+        analysis = real(spec, look.stats, engine.report.analysis_config(spec), np.random.default_rng(0),
+                        weighted=expected, propensity_srm=True)
+        assert analysis.test.method == "ipw_beta" and analysis.srm is not None
+    # The logged propensities are those the arms were drawn with: each arm's sum of 1/p estimates
+    # the exposures (Horvitz-Thompson, E[W_a] = N). Per run s.d. of W_a / N is at most
+    # sqrt((1 / 0.05 - 1) / 2,000) = 0.1, so over 20 runs the mean is within 0.1 of 1 (4.5 s.e.).
+    np.testing.assert_allclose(np.mean(weights, axis=0), 1.0, atol=0.1)
+
+
+def test_an_ab_look_and_a_log_without_propensities_give_no_propensity_sums() -> None:
+    ab = parse_spec(AB_YAML)
+    look = Look(10, (BinaryStats(5, 1), BinaryStats(5, 2)))
+    assert look_propensity_sums(ab, look) is None
+    bandit = parse_spec(OPEN_FLOORED)
+    log = DecisionLog(np.array([0, 1, 2]), None, np.zeros(3))
+    assert look_propensity_sums(bandit, Look(3, (BinaryStats(1, 0),) * 3, log)) is None

@@ -5,10 +5,11 @@ sums), `arm_exclusions` and `weights_history`; conversions keep the `metric` and
 count for, and `events` gains an index by unit (recounts read a unit's events).
 
 A store of the previous release holds decisions and events but no per-unit state: this revision
-fills in each conversion's unit (from its decision) and phase, then recounts every phase of every
-experiment from those rows (`engine.store.ledger.rebuild`, the accounting these tables belong
-to). Offline (`db upgrade --sql`) it only creates the schema: the recount needs the rows, so run
-an online `crosspromo db upgrade` on a store that holds data.
+fills in each conversion's unit (from its decision) and phase, and asks for a recount of every
+phase of every experiment from those rows (`engine.migrations.recount_all`, run once the upgrade
+reaches head, with the accounting of the head's tables). Offline (`db upgrade --sql`) it only
+creates the schema: the recount needs the rows, so run an online `crosspromo db upgrade` on a
+store that holds data.
 
 Revision ID: 0002
 Revises: 0001
@@ -115,17 +116,11 @@ WHERE type = 'conversion' AND decision_id IS NULL
 
 
 def _recount(conn: sa.Connection) -> None:
-    from engine.store.experiments import parse_spec
-    from engine.store.ledger import rebuild
+    from engine.migrations import ask_for_recount
 
     conn.execute(sa.text(_BY_DECISION))
     conn.execute(sa.text(_BY_UNIT))
-    for (spec_json,) in conn.execute(sa.text("SELECT spec_json FROM experiments ORDER BY key")).all():
-        spec = parse_spec(spec_json)
-        phases = conn.execute(sa.text("SELECT DISTINCT phase FROM decisions WHERE experiment = :k ORDER BY phase"),
-                              {"k": spec.key}).scalars().all()
-        for phase in phases:
-            rebuild(conn, spec, phase)
+    ask_for_recount(conn)
 
 
 def downgrade() -> None:
