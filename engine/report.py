@@ -91,8 +91,8 @@ def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None)
         if section["role"] == MetricRole.GUARDRAIL.value:
             _attach_guardrails(section, [g for g in guards if g.metric == section["name"]])
     if excluded:
-        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), tally.propensity_sums(spec.primary),
-                               excluded, rng)
+        weighted = tally.propensity_sums(spec.primary) if propensity_floor(spec) else None
+        _judge_arms_in_traffic(spec, primary, tally.stats(spec.primary, costs), weighted, excluded, rng)
     channels = {a.key: a.channel.value for a in spec.arms}
     value_metric = next((m for m in spec.measures if m.revenue), None)
     for i, row in enumerate(primary["arms"]):
@@ -118,31 +118,47 @@ def build_report(engine: Engine, key: str, seed: int = 0, by: str | None = None)
     return Report(data)
 
 
-def planning_basis(engine: Engine, stored: StoredExperiment, tally: Tally, costs: Sequence[float],
-                   designs: tuple[GuardrailDesign, ...]) -> Basis:
-    """The primary metric's plan: declared (it always wins), else the phase's frozen one, else
-    frozen now if every arm has `min_sample_per_arm` units and the control admits a plan (the
-    first replica to store it wins; every one plans from what is stored), else none yet."""
-    spec = stored.spec
+def plan_basis(spec: ExperimentSpec, control: ArmStats | None, units: Sequence[int], frozen: Basis | None) -> Basis:
+    """The primary metric's plan from what a report knows: declared (it always wins), else the
+    phase's `frozen` one, else one to freeze now (source "frozen", no time yet) if every arm has
+    `min_sample_per_arm` units and the `control` admits a plan, else none yet, saying why.
+    `crosspromo simulate --runs` freezes with it at its looks as the report does at its reads."""
     declared = spec.declared_baseline
     if declared is not None:
         return Basis("declared", *declared)
     if spec.kind is not Kind.AB_TEST:
         return Basis()
-    frozen = engine.store.frozen_plan(spec.key, spec.traffic.phase, spec.primary.name)
+    if frozen is not None:
+        return frozen
+    assert control is not None
+    pending = freeze_pending(spec.arm_keys, units, spec.analysis.min_sample_per_arm)
+    observed = observed_baseline(control)
+    if pending is not None or observed is None:
+        return Basis(pending=pending or f"no plan yet: the control's {spec.primary.name} admits none so far "
+                                        f"(no conversions, or no spread); declare analysis.baseline to plan now")
+    return Basis("frozen", *observed)
+
+
+def planning_basis(engine: Engine, stored: StoredExperiment, tally: Tally, costs: Sequence[float],
+                   designs: tuple[GuardrailDesign, ...]) -> Basis:
+    """`plan_basis` on the stored tally; a plan frozen now is stored (the first replica to store it
+    wins; every one plans from what is stored)."""
+    spec = stored.spec
+    if spec.declared_baseline is not None or spec.kind is not Kind.AB_TEST:
+        return plan_basis(spec, None, (), None)
+    row = engine.store.frozen_plan(spec.key, spec.traffic.phase, spec.primary.name)
     units = [u.units for u in tally.units]
     control = tally.stats(spec.primary, costs)[spec.arm_keys.index(spec.control)]
-    if frozen is None:
-        pending = freeze_pending(spec.arm_keys, units, spec.analysis.min_sample_per_arm)
-        observed = observed_baseline(control)
-        if pending is not None or observed is None:
-            return Basis(pending=pending or f"no plan yet: the control's {spec.primary.name} admits none so far "
-                                            f"(no conversions, or no spread); declare analysis.baseline to plan now")
-        config = analysis_config(spec, spec.primary, designs, Basis("frozen", *observed))
-        frozen = engine.store.freeze_plan(FrozenPlan(
-            spec.key, spec.traffic.phase, spec.primary.name, *observed, planned_n_per_arm(control, len(units), config),
-            stored.version, dict(zip(spec.arm_keys, units, strict=True)), utcnow()))
-    return Basis("frozen", frozen.baseline, frozen.baseline_sd, frozen.frozen_at)
+    kept = None if row is None else Basis("frozen", row.baseline, row.baseline_sd, row.frozen_at)
+    basis = plan_basis(spec, control, units, kept)
+    if row is None and basis.source == "frozen":
+        config = analysis_config(spec, spec.primary, designs, basis)
+        row = engine.store.freeze_plan(FrozenPlan(
+            spec.key, spec.traffic.phase, spec.primary.name, basis.baseline, basis.baseline_sd,
+            planned_n_per_arm(control, len(units), config), stored.version,
+            dict(zip(spec.arm_keys, units, strict=True)), utcnow()))
+        return Basis("frozen", row.baseline, row.baseline_sd, row.frozen_at)
+    return basis
 
 
 def _show_plan(primary: dict[str, Any], basis: Basis) -> None:
@@ -242,9 +258,11 @@ def _judge_arms_in_traffic(spec: ExperimentSpec, primary: dict[str, Any], stats:
 
 
 def propensity_floor(spec: ExperimentSpec) -> bool:
-    """Whether every unit of a bandit can get every arm with a propensity bounded away from 0, as
-    the Horvitz-Thompson SRM check needs (`policies.stats.bandit_inference`): a policy floor
-    (Thompson's `min_weight`, a constant epsilon) and no eligibility rule that masks arms."""
+    """Whether every unit of a bandit can get every arm with a propensity bounded away from 0: a
+    policy floor (Thompson's `min_weight`, a constant epsilon) and no eligibility rule that masks
+    arms. Inverse-propensity estimates and the Horvitz-Thompson SRM check need it
+    (`policies.stats.bandit_inference`); without it a starved arm's weights 1/p explode and its
+    interval with them, so such a bandit is read on pooled counts."""
     policy, rule = spec.policy, spec.eligibility
     if spec.kind is not Kind.BANDIT or rule.channels_from is not None or rule.exclude_arms_from is not None:
         return False
@@ -260,12 +278,12 @@ def _metric_section(spec: ExperimentSpec, metric: Metric, tally: Tally, costs: S
                     basis: Basis = Basis(), *, positivity: bool = False) -> dict[str, Any]:
     """One metric analysed on its own: the per-arm fields, its test and its verdict. With a
     covariate, primary and secondary metrics are CUPED-adjusted; guardrails keep their own test.
-    A bandit's arms are read through their propensities (`Tally.propensity_sums`), and checked
-    for SRM with them when `positivity` (`propensity_floor`, no arm taken out)."""
+    A bandit with a propensity floor (`propensity_floor`) is read through its propensities
+    (`Tally.propensity_sums`), and checked for SRM with them when `positivity` (no arm taken out)."""
     covariate = None if metric.role is MetricRole.GUARDRAIL else spec.analysis.covariate
     analysis = analyze_metric(spec, tally.stats(metric, costs), analysis_config(spec, metric, guardrails, basis), rng,
                               covariates=None if covariate is None else tally.covariates(metric, costs),
-                              weighted=tally.propensity_sums(metric) if spec.kind is Kind.BANDIT else None,
+                              weighted=tally.propensity_sums(metric) if propensity_floor(spec) else None,
                               propensity_srm=positivity).to_dict()
     if analysis["cuped"] is not None:
         analysis["cuped"] = {"covariate": covariate, **analysis["cuped"],

@@ -206,19 +206,29 @@ def default_exposures(spec: ExperimentSpec, truth: Truth) -> int:
 
 def look_reader(spec: ExperimentSpec) -> Callable[[np.random.Generator], Reader]:
     """One run's reader: the report's verdict on the stats at a look (`report.analyze_metric` with
-    `report.analysis_config`, `SIMULATION_DRAWS` posterior draws). A bandit's look also gives it
-    the propensity sums of the run's decision log and whether they may be checked for SRM
-    (`report.propensity_floor`; no arm is taken out in a simulation), as the store's counters
-    give the report."""
-    from engine.report import analysis_config, analyze_metric, propensity_floor
+    `report.analysis_config`, `SIMULATION_DRAWS` posterior draws). An A/B test's plan is frozen at
+    the run's first look where the report would freeze it (`report.plan_basis`), and kept for the
+    run. A bandit with a propensity floor also gets the propensity sums of the run's decision
+    log, and is checked for SRM with them (`report.propensity_floor`; no arm is taken out in a
+    simulation), as the store's counters give the report."""
+    from engine.report import Basis, analysis_config, analyze_metric, plan_basis, propensity_floor
+    from policies.stats.freezing import awaiting_plan
 
-    config = replace(analysis_config(spec), draws=SIMULATION_DRAWS)
     positivity = propensity_floor(spec)
+    control = spec.arm_keys.index(spec.control) if spec.control in spec.arm_keys else 0
 
     def new_reader(rng: np.random.Generator) -> Reader:
+        frozen: list[Basis] = []
+
         def read(look: Look) -> Verdict:
-            return analyze_metric(spec, look.stats, config, rng, weighted=look_propensity_sums(spec, look),
-                                  propensity_srm=positivity).verdict
+            basis = plan_basis(spec, look.stats[control], [s.n for s in look.stats], frozen[0] if frozen else None)
+            if basis.source == "frozen" and not frozen:
+                frozen.append(basis)
+            config = replace(analysis_config(spec, basis=basis), draws=SIMULATION_DRAWS)
+            weighted = look_propensity_sums(spec, look) if positivity else None
+            verdict = analyze_metric(spec, look.stats, config, rng, weighted=weighted,
+                                     propensity_srm=positivity).verdict
+            return verdict if basis.pending is None else awaiting_plan(verdict, basis.pending)
         return read
 
     return new_reader

@@ -54,13 +54,12 @@ revenue arm N(mu, var)); otherwise on pooled counts (conjugate Beta / normal pos
    (the caller says so), the Horvitz-Thompson check `bandit_srm` has p < srm_threshold; without
    propensities, the declared-split check when expected weights are given.
 3. winner: the highest prob_best is >= prob_best_threshold (0.95) and every arm has at least
-   min_sample_per_arm (100) exposures. Read on the corrected estimates: on pooled counts, an
-   arm that Thompson sampling starved after an unlucky start keeps its low mean (adaptive
-   sampling biases it down), which overstates the leader's prob_best. With three equal arms
-   read every 1,000 exposures up to 20,000 (Thompson, no floor), 13.9% of 1,000 runs showed a
-   winner at some look on pooled counts and 8.7% on the corrected estimates: better, not yet
-   the 5% target, and the corrected estimates cost power (a 20% gap is called in 39% of runs
-   by 40,000 exposures against 93%): tests/benchmarks/bench_bandit_inference.py.
+   min_sample_per_arm (100) exposures. The caller passes propensities only when they are bounded
+   away from 0 (a policy floor): without one, a starved arm's weights 1/p explode and so would
+   its interval (a 20% gap called in 39% of runs by 40,000 exposures against 93% on pooled
+   counts, tests/benchmarks/bench_bandit_inference.py). This rule does not yet survive repeated
+   reading: with three equal arms read every 1,000 exposures up to 20,000, about 10-14% of runs
+   show a winner at some look (README, "Bandits").
 4. keep_running: otherwise.
 """
 

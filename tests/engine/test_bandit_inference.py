@@ -91,3 +91,20 @@ def test_the_report_reads_the_corrected_estimates_and_checks_srm(promo: Engine) 
     assert data["test"]["method"] == "ipw_beta"
     assert data["srm"] is not None and data["srm"]["flagged"] is False
     assert data["verdict"]["status"] in ("winner", "keep_running")
+
+
+def test_a_bandit_without_a_floor_is_read_on_pooled_counts(db_url: str, tmp_path: Path) -> None:
+    """Without a propensity floor a starved arm's weights 1/p explode (positivity fails), so the
+    report reads pooled counts and runs no Horvitz-Thompson check."""
+    write_yaml(tmp_path / "experiments", "promo.yaml",
+               BANDIT.format(sticky="false").replace("min_weight: 0.1, ", ""))
+    with Engine.open(db_url, seed=0) as e:
+        e.apply([tmp_path / "experiments"])
+        for i in range(200):
+            d = e.decide("promo", f"u{i}")
+            if i % 4 == 0:
+                e.record({"event_id": f"c{i}", "type": "conversion", "experiment": "promo", "unit": f"u{i}",
+                          "decision_id": d.decision_id})
+        e.flush()
+        data = e.report("promo").to_dict()
+    assert data["test"]["method"] == "beta_binomial" and data["srm"] is None
