@@ -172,8 +172,8 @@ class UnitStatsRow(SQLModel, table=True):
     decisions_sq: int = 0
     several_arms: int = 0
     # CUPED: units with a covariate value, and over all units (x = 0 without one) the sums of
-    # x, x^2 and x times decisions (for metrics net of cost). Defaults on the server: a write
-    # names them only when they change (`Increments` optional counters).
+    # x, x^2 and x times decisions (for metrics net of cost). Defaults on the server fill the
+    # rows of an upgraded store (revision 0006).
     covariate_units: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     covariate_total: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))
     covariate_total_sq: float = Field(sa_column=Column(Float, nullable=False, server_default="0"))

@@ -56,17 +56,12 @@ class Increments:
     """Counter increments of one transaction for one table, applied at its end in a fixed
     (sorted) order: two transactions never lock the same rows in opposite orders, so they cannot
     deadlock. A row that does not exist yet is created (`arm_stats` rows exist from `apply`;
-    the per-unit tables' rows appear with their first unit).
+    the per-unit tables' rows appear with their first unit)."""
 
-    `optional` counters (defaults on the server) are named in a statement only when they
-    change."""
-
-    def __init__(self, table: Table, keys: Sequence[str], counters: Sequence[str],
-                 optional: Sequence[str] = ()) -> None:
-        self.table, self.keys = table, tuple(keys)
-        self._required = len(counters)
-        self.counters = (*counters, *optional)
+    def __init__(self, table: Table, keys: Sequence[str], counters: Sequence[str]) -> None:
+        self.table, self.keys, self.counters = table, tuple(keys), tuple(counters)
         self._rows: dict[tuple[Any, ...], list[float]] = {}
+        self._bump = _bump(table, self.keys, self.counters)
 
     def add(self, key: tuple[Any, ...], **deltas: float) -> None:
         row = self._rows.setdefault(key, [0] * len(self.counters))
@@ -78,22 +73,19 @@ class Increments:
         for key, row in sorted(self._rows.items()):
             if not any(row):
                 continue
-            named = [(n, d) for i, (n, d) in enumerate(zip(self.counters, row, strict=True))
-                     if i < self._required or d]
-            bump = _bump(self.table, self.keys, tuple(n for n, _ in named))
             params = {f"k_{k}": v for k, v in zip(self.keys, key, strict=True)}
-            params.update({f"d_{n}": _typed(self.table, n, d) for n, d in named})
-            if conn.execute(bump, params).rowcount == 0:
-                self._create(conn, params, [n for n, _ in named], bump)
+            params.update({f"d_{n}": _typed(self.table, n, d) for n, d in zip(self.counters, row, strict=True)})
+            if conn.execute(self._bump, params).rowcount == 0:
+                self._create(conn, params)
         self._rows.clear()
 
-    def _create(self, conn: Connection, params: dict[str, Any], counters: list[str], bump: Any) -> None:
-        row = {k: params[f"k_{k}"] for k in self.keys} | {n: params[f"d_{n}"] for n in counters}
+    def _create(self, conn: Connection, params: dict[str, Any]) -> None:
+        row = {k: params[f"k_{k}"] for k in self.keys} | {n: params[f"d_{n}"] for n in self.counters}
         if not insert_if_absent(conn, self.table, row):  # another writer created it first
-            conn.execute(bump, params)
+            conn.execute(self._bump, params)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _bump(table: Table, keys: tuple[str, ...], counters: tuple[str, ...]) -> Any:
     # Built once: building SQLAlchemy expressions per transaction costs more than running them.
     c = table.c

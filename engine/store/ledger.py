@@ -194,10 +194,10 @@ class Ledger:
         self._specs: dict[str, ExperimentSpec] = {}
         self.unit_stats = Increments(UNIT_STATS, ("experiment", "phase", "arm"),
                                      ("units", "decisions", "decisions_sq", "several_arms", "ipw_units", "weight",
-                                      "weight_sq"), _UNIT_COVARIATE_SUMS)
+                                      "weight_sq", *_UNIT_COVARIATE_SUMS))
         self.metric_stats = Increments(METRIC_STATS, ("experiment", "phase", "metric", "arm"),
                                        ("conversions", "total", "total_sq", "total_decisions", "weight_y",
-                                        "weight_sq_y", "weight_sq_y_sq"), ("covariate_cross",))
+                                        "weight_sq_y", "weight_sq_y_sq", "covariate_cross"))
 
     def expose(self, spec: ExperimentSpec, phase: int, unit: str, arm: str, ts: datetime,
                propensity: float | None, covariate: float | None = None) -> None:
