@@ -16,11 +16,11 @@ so the store keeps them by increments and the simulator by `np.bincount`, and bo
 to `policies.stats.analysis.analyze` in the same form. With one constant propensity the
 estimates are the pooled mean and its variance s^2 / n (with ddof 0).
 
-Posteriors on the corrected estimates (`weighted_posteriors`): binary metrics take a Beta
-posterior with moment-matched effective counts, n_eff = mu (1 - mu) / var (the Kish effective
-sample size (sum w)^2 / sum w^2 when var is 0), alpha = prior_alpha + mu n_eff, beta =
-prior_beta + (1 - mu) n_eff (its `prob_best` exact, as for the pooled Betas of
-`policies.stats.bayesian`); revenue metrics take N(mu, var).
+The report reads the arms on these estimates through partial pooling
+(`policies.stats.partial_pooling`): a binary arm enters as the Beta posterior with
+moment-matched effective counts, n_eff = mu (1 - mu) / var (the Kish effective sample size
+(sum w)^2 / sum w^2 when var is 0), alpha = prior_alpha + mu n_eff, beta = prior_beta +
+(1 - mu) n_eff; a revenue arm as mu and var.
 
 Bandit SRM (`bandit_srm`): the decide path logs only the propensity of the arm it drew, not
 the whole probability vector, so the expected exposures sum_i p_ia of an arm are not observed.
@@ -43,9 +43,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-from policies.bandits.thompson import BetaPosterior
-from policies.stats.bayesian import DEFAULT_DRAWS, ArmPosterior, summaries_from_draws
-from policies.stats.effects import Interval
 from policies.stats.srm import DEFAULT_SRM_THRESHOLD, SrmResult
 
 
@@ -116,35 +113,6 @@ def ipw_estimate(sums: PropensitySums) -> IpwEstimate | None:
     kish = sums.weight * sums.weight / sums.weight_sq
     binary_n = mu * (1.0 - mu) / variance if variance > 0 and 0 < mu < 1 else kish
     return IpwEstimate(mu, variance, binary_n)
-
-
-def weighted_posteriors(
-    estimates: Sequence[IpwEstimate],
-    *,
-    binary: bool,
-    rng: np.random.Generator,
-    control_index: int | None = None,
-    alpha: float = 0.05,
-    prior_alpha: float = 1.0,
-    prior_beta: float = 1.0,
-    draws: int = DEFAULT_DRAWS,
-) -> tuple[ArmPosterior, ...]:
-    """Posterior summaries from corrected estimates (Beta with effective counts, or normal)."""
-    means = np.array([e.mean for e in estimates])
-    if binary:
-        n_eff = np.array([e.effective_n for e in estimates])
-        a = prior_alpha + np.clip(means, 0.0, 1.0) * n_eff
-        b = prior_beta + np.clip(1.0 - means, 0.0, 1.0) * n_eff
-        samples = rng.beta(a, b, size=(draws, len(estimates)))
-        center = a / (a + b)
-        low, high = sps.beta.ppf([[alpha / 2.0], [1.0 - alpha / 2.0]], a, b)
-    else:
-        sd = np.sqrt([e.variance for e in estimates])
-        samples = means + sd * rng.standard_normal((draws, len(estimates)))
-        z = float(sps.norm.ppf(1.0 - alpha / 2.0))
-        center, low, high = means, means - z * sd, means + z * sd
-    intervals = [Interval(float(m), float(lo), float(hi)) for m, lo, hi in zip(center, low, high, strict=True)]
-    return summaries_from_draws(samples, intervals, control_index, alpha, BetaPosterior(a, b) if binary else None)
 
 
 def bandit_srm(sums: Sequence[PropensitySums], *, threshold: float = DEFAULT_SRM_THRESHOLD) -> SrmResult:

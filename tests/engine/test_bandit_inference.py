@@ -88,7 +88,7 @@ def test_a_recount_gives_the_same_sums(promo: Engine) -> None:
 
 def test_the_report_reads_the_corrected_estimates_and_checks_srm(promo: Engine) -> None:
     data = promo.report("promo").to_dict()
-    assert data["test"]["method"] == "ipw_beta"
+    assert data["test"]["method"] == "ipw_partial_pooling"
     assert data["srm"] is not None and data["srm"]["flagged"] is False
     assert data["verdict"]["status"] in ("winner", "keep_running")
 
@@ -107,4 +107,4 @@ def test_a_bandit_without_a_floor_is_read_on_pooled_counts(db_url: str, tmp_path
                           "decision_id": d.decision_id})
         e.flush()
         data = e.report("promo").to_dict()
-    assert data["test"]["method"] == "beta_binomial" and data["srm"] is None
+    assert data["test"]["method"] == "partial_pooling" and data["srm"] is None

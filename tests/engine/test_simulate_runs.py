@@ -143,7 +143,7 @@ def test_a_bandit_look_feeds_the_report_analysis_its_propensity_sums(monkeypatch
         weights.append([s.weight / exposures for s in expected])
         analysis = real(spec, look.stats, engine.report.analysis_config(spec), np.random.default_rng(0),
                         weighted=expected, propensity_srm=True)
-        assert analysis.test.method == "ipw_beta" and analysis.srm is not None
+        assert analysis.test.method == "ipw_partial_pooling" and analysis.srm is not None
     # The logged propensities are those the arms were drawn with: each arm's sum of 1/p estimates
     # the exposures (Horvitz-Thompson, E[W_a] = N). Per run s.d. of W_a / N is at most
     # sqrt((1 / 0.05 - 1) / 2,000) = 0.1, so over 20 runs the mean is within 0.1 of 1 (4.5 s.e.).

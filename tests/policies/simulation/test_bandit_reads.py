@@ -44,7 +44,7 @@ def test_reading_at_looks_uses_the_corrected_estimates() -> None:
     run = _runs(1, 2000)[0]
     config = AnalysisConfig(draws=2000)
     analyses = read_at_looks(run, ["a", "b", "c"], [500, 2000], config, np.random.default_rng(0))
-    assert [a.test.method for a in analyses] == ["ipw_beta", "ipw_beta"]
+    assert [a.test.method for a in analyses] == ["ipw_partial_pooling", "ipw_partial_pooling"]
     assert sum(row.exposures for row in analyses[-1].arms) == 2000
     pooled = read_at_looks(run, ["a", "b", "c"], [2000], config, np.random.default_rng(0), corrected=False)
-    assert pooled[0].test.method == "beta_binomial"
+    assert pooled[0].test.method == "partial_pooling"

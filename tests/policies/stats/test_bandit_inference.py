@@ -98,8 +98,8 @@ def test_simpson_pooled_counts_reverse_the_order_and_corrected_estimates_do_not(
     naive = analyze(["a", "b"], stats, kind="bandit", control="a", expected_weights=None, config=config, rng=rng)
     fixed = analyze(["a", "b"], stats, kind="bandit", control="a", expected_weights=None, config=config, rng=rng,
                     weighted=propensity_sums(arms, p, y, 2))
-    assert naive.arms[0].prob_best > 0.99 and naive.test.method == "beta_binomial"
-    assert fixed.arms[1].prob_best > 0.9 and fixed.test.method == "ipw_beta"
+    assert naive.arms[0].prob_best > 0.99 and naive.test.method == "partial_pooling"
+    assert fixed.arms[1].prob_best > 0.75 and fixed.test.method == "ipw_partial_pooling"
     assert fixed.arms[1].lift is not None and fixed.arms[1].lift > 0
     assert fixed.arms[0].rate == pytest.approx(0.060, abs=0.002)
 
@@ -110,7 +110,7 @@ def test_missing_propensities_fall_back_to_pooled_counts() -> None:
     result = analyze(["a", "b"], stats, kind="bandit", control=None, expected_weights=None,
                      config=AnalysisConfig(draws=1000), rng=np.random.default_rng(0), weighted=partial,
                      propensity_srm=True)
-    assert result.test.method == "beta_binomial" and result.srm is None
+    assert result.test.method == "partial_pooling" and result.srm is None
 
 
 def test_srm_with_a_constant_propensity_is_the_binomial_score_test() -> None:
@@ -160,8 +160,9 @@ def test_an_arm_starved_after_an_unlucky_start_makes_no_winner_on_corrected_esti
                      rng=np.random.default_rng(0))
     corrected = analyze(["a", "b", "c"], stats, kind="bandit", control=None, expected_weights=None, config=config,
                         rng=np.random.default_rng(0), weighted=propensity_sums(arms, p, y, 3))
-    assert (pooled.verdict.status, pooled.verdict.winner) == ("winner", "a")
+    assert pooled.arms[0].prob_best is not None and pooled.arms[0].prob_best > 0.9
     assert corrected.verdict.status == "keep_running"
     assert corrected.arms[0].prob_best is not None and corrected.arms[0].prob_best < 0.8
-    # The starved arms' corrected intervals are wide: their late units weigh 50 each.
-    assert corrected.arms[1].ci_high - corrected.arms[1].ci_low > 2 * (pooled.arms[1].ci_high - pooled.arms[1].ci_low)
+    # The starved arms' corrected estimates are uncertain: their late units weigh 50 each.
+    b = ipw_estimate(propensity_sums(arms, p, y, 3)[1])
+    assert b is not None and b.effective_n < stats[1].n / 3
