@@ -45,10 +45,10 @@ BANDIT_EXPOSURES = 20_000
 """Exposures per simulated bandit run unless `--max-exposures` says otherwise."""
 
 SIMULATION_DRAWS = 2_000
-"""Posterior draws per look (the report takes 20,000). Verdicts do not depend on them for
-binary metrics (A/B verdicts use p-values; a bandit's `prob_best` of Beta posteriors is exact);
-for revenue bandits the Monte Carlo s.e. of `prob_best` near the 0.95 threshold is
-sqrt(0.95 * 0.05 / 2,000) = 0.005 (0.0015 in the report)."""
+"""Posterior draws per look (the report takes 20,000). A/B verdicts do not depend on them (they
+use p-values); a bandit's `prob_best` comes from draws of its partially pooled posterior, with a
+Monte Carlo s.e. near the 0.95 threshold of sqrt(0.95 * 0.05 / 2,000) = 0.005 (0.0015 in the
+report)."""
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,9 @@ Binary metrics: conjugate Beta(prior_alpha + successes, prior_beta + failures) p
 means and equal-tailed credible intervals are exact (`scipy.stats.beta`). Revenue metrics: the
 normal approximation N(mean, s^2 / n) per arm (flat prior).
 
-`prob_best` of Beta posteriors (these, and the effective-count Betas of the weight-corrected
-bandit estimates, `policies.stats.bandit_inference`) is exact (the quadrature of
-`policies.bandits.thompson.prob_best`, absolute error about 1e-11): the bandit verdict
-compares it with a threshold, and Monte Carlo noise there would make verdicts depend on the
-draws. Revenue `prob_best`, `prob_beat_control`, `expected_loss` and the lift interval are
+`prob_best` of Beta posteriors is exact (the quadrature of `policies.bandits.thompson.prob_best`,
+absolute error about 1e-11). Bandit verdicts read the partially pooled posterior instead
+(`policies.stats.partial_pooling`). Revenue `prob_best`, `prob_beat_control`, `expected_loss` and the lift interval are
 Monte Carlo estimates from joint posterior draws (`draws` per arm, from the caller's
 Generator; the standard error of a probability is at most 0.5 / sqrt(draws), 0.0035 at 20,000
 draws).
