@@ -606,7 +606,6 @@ def _analyze_bandit(
             means, variances, scale=abs(absolute_mde(baseline, config.mde, relative=config.mde_relative)), rng=rng,
             control_index=control, alpha=config.alpha, draws=config.draws,
             bounds=(0.0, 1.0) if binary else (-math.inf if config.negative_values else 0.0, math.inf))
-        assert posteriors is not None
         rows = tuple(
             _row(n, o, p.mean, Interval(p.mean, p.ci_low, p.ci_high), p.lift, None, None, p)
             for n, o, p in zip(names, stats, posteriors, strict=True)
