@@ -110,6 +110,13 @@ class Proxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:
+                    # down() ran while this connection was being set up (a window that widens on a
+                    # busy machine): it must not survive the cut and carry the pool through the outage.
+                    for s in (client, server):
+                        with contextlib.suppress(OSError):
+                            s.close()
+                    return
                 self._conns += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()

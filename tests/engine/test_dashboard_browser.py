@@ -31,6 +31,9 @@ from engine.server import ApiKeys, create_app
 from tests.samples import REPO, write_yaml
 
 REQUIRED = os.environ.get("CROSSPROMO_REQUIRE_BROWSER") == "1"
+# Under pytest-xdist (`--dist loadgroup`) these tests stay in one worker: they share one demo store,
+# one uvicorn and one chromium (module fixtures), which a split would build once per worker.
+pytestmark = pytest.mark.xdist_group("browser")
 
 
 def unavailable(reason: str) -> None:
