@@ -6,10 +6,10 @@ normal approximation N(mean, s^2 / n) per arm (flat prior).
 
 `prob_best` of Beta posteriors is exact (the quadrature of `policies.bandits.thompson.prob_best`,
 absolute error about 1e-11). Bandit verdicts read the partially pooled posterior instead
-(`policies.stats.partial_pooling`). Revenue `prob_best`, `prob_beat_control`, `expected_loss` and the lift interval are
-Monte Carlo estimates from joint posterior draws (`draws` per arm, from the caller's
-Generator; the standard error of a probability is at most 0.5 / sqrt(draws), 0.0035 at 20,000
-draws).
+(`policies.stats.partial_pooling`). Revenue `prob_best`, `prob_beat_control`, `expected_loss`
+and the lift interval are Monte Carlo estimates from joint posterior draws (`draws` per arm,
+from the caller's Generator; the standard error of a probability is at most 0.5 / sqrt(draws),
+0.0035 at 20,000 draws).
 `expected_loss` is E[max_j theta_j - theta_i]: what choosing arm i is expected to cost, in
 the metric's units, against the best arm — GrowthBook's "risk" (Stucchio 2015, "Bayesian A/B
 Testing at VWO"), generalised from two arms to k. Ties between draws are shared equally, so
